@@ -1,0 +1,158 @@
+"""Storage roots and atomic writes: every file posterflow makes goes through here.
+
+A root is a local path (the default) or any fsspec URL. Local writes go to a hidden
+temporary name in the destination folder and are renamed into place, so a reader (or a
+crashed run) never sees a partial file. Object stores (s3://, gs://, ...) write whole
+objects atomically by themselves, so they are written directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TEMP_PREFIX = ".tmp-"
+
+
+def url_to_fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Split a local path or fsspec URL into (filesystem, path inside it)."""
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs, path
+
+
+def is_local(url: str | os.PathLike[str]) -> bool:
+    """True when the URL names the local filesystem."""
+    return isinstance(url_to_fs(url)[0], LocalFileSystem)
+
+
+def join(root: str | os.PathLike[str], *parts: str) -> str:
+    """Join path parts onto a local path or fsspec URL."""
+    base = str(root).rstrip("/")
+    return "/".join([base, *(p.strip("/") for p in parts)])
+
+
+def temp_name(final: str) -> str:
+    """A hidden, unique sibling of `final` for staging writes."""
+    head, _, tail = final.rstrip("/").rpartition("/")
+    return f"{head}/{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:12]}" if head else (
+        f"{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:12]}"
+    )
+
+
+def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` so that `url` appears complete or not at all."""
+    fs, path = url_to_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        fs.pipe_file(path, data)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_text(url: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write_bytes(url, text.encode("utf-8"))
+
+
+def atomic_write_json(url: str | os.PathLike[str], obj: Any) -> None:
+    """Write pretty, key-sorted JSON atomically (stable bytes for stable hashes)."""
+    atomic_write_text(url, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(url: str | os.PathLike[str]) -> Any:
+    """Read a JSON file from a local path or fsspec URL."""
+    fs, path = url_to_fs(url)
+    with fs.open(path, "rb") as f:
+        return json.load(f)
+
+
+def atomic_write_parquet(url: str | os.PathLike[str], table: Any) -> None:
+    """Write a pyarrow Table or pandas DataFrame as Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(url, buf.getvalue())
+
+
+def exists(url: str | os.PathLike[str]) -> bool:
+    """True when the file or folder exists."""
+    fs, path = url_to_fs(url)
+    return bool(fs.exists(path))
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a hidden staging folder that is renamed to `final` only on success.
+
+    Local only: a folder rename is atomic on POSIX. If `final` already exists the staged
+    copy is discarded (immutable outputs: the first complete writer wins).
+    """
+    fs, path = url_to_fs(final)
+    if not isinstance(fs, LocalFileSystem):
+        raise ValueError(f"staged folders need a local path, got {final!s}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> int:
+    """Delete leftovers of killed writers (hidden temp names) under a local folder."""
+    removed = 0
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    for p in sorted(root.rglob(f"{TEMP_PREFIX}*"), key=lambda p: len(p.parts), reverse=True):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(url: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    fs, path = url_to_fs(url)
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

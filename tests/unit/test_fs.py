@@ -1,0 +1,65 @@
+"""storage.fs: atomic writes never leave partial files; staged folders appear whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from storage import fs
+
+
+def test_atomic_write_bytes_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b.bin"
+    fs.atomic_write_bytes(target, b"one")
+    fs.atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["b.bin"]
+
+
+def test_json_and_parquet_round_trip(tmp_path: Path) -> None:
+    fs.atomic_write_json(tmp_path / "x.json", {"b": 1, "a": [1, 2]})
+    assert fs.read_json(tmp_path / "x.json") == {"a": [1, 2], "b": 1}
+    df = pd.DataFrame({"imdb_id": [1, 2], "url": ["u", "v"]})
+    fs.atomic_write_parquet(tmp_path / "x.parquet", df)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "x.parquet"), df)
+
+
+def test_staged_dir_is_invisible_until_complete(tmp_path: Path) -> None:
+    final = tmp_path / "version"
+    with pytest.raises(RuntimeError), fs.staged_dir(final) as tmp:
+        (Path(tmp) / "part").write_text("half")
+        raise RuntimeError("killed")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+    with fs.staged_dir(final) as tmp:
+        (Path(tmp) / "part").write_text("whole")
+    assert (final / "part").read_text() == "whole"
+
+
+def test_staged_dir_keeps_first_complete_copy(tmp_path: Path) -> None:
+    final = tmp_path / "v"
+    for text in ("first", "second"):
+        with fs.staged_dir(final) as tmp:
+            (Path(tmp) / "f").write_text(text)
+    assert (final / "f").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+
+
+def test_remove_stale_temps(tmp_path: Path) -> None:
+    (tmp_path / f"{fs.TEMP_PREFIX}x-1").write_bytes(b"partial")
+    (tmp_path / "keep").write_bytes(b"ok")
+    assert fs.remove_stale_temps(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+
+
+def test_sha256_file_matches_bytes(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"poster")
+    assert fs.sha256_file(tmp_path / "f") == fs.sha256_bytes(b"poster")
+
+
+def test_memory_filesystem_url() -> None:
+    fs.atomic_write_json("memory://pf/x.json", {"k": 1})
+    assert fs.read_json("memory://pf/x.json") == {"k": 1}
+    assert fs.exists("memory://pf/x.json")
