@@ -1,0 +1,165 @@
+"""The poster store: content-addressed poster bytes plus a Parquet index.
+
+Layout under the store root (a local path or any fsspec URL):
+
+    objects/<sha[:2]>/<sha256>      the poster exactly as fetched, named by its content hash
+    index.parquet                   compacted index: one row per imdb_id
+    index-parts/<ns>-<uuid>.parquet rows appended by fetch runs since the last compaction
+    fetch-reports/<run-id>.parquet  one row per catalog row of a fetch run (+ .json summary)
+
+Writers never rewrite shared files: each fetch run (or each concurrent chunk of one) appends
+its own part files, written atomically, and `read_index()` merges `index.parquet` with the
+parts, keeping the newest row per imdb_id. `compact_index()` folds the parts into
+`index.parquet`; it must run while no other writer is active (e.g. after all chunks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage import fs
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("imdb_id", pa.int64()),
+        ("url", pa.string()),
+        ("sha256", pa.string()),
+        ("bytes", pa.int64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("format", pa.string()),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class PosterStore:
+    """Content-addressed poster bytes and their index under one root."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root).rstrip("/")
+        self._fs, _ = fs.url_to_fs(self.root)
+        self._local = fs.is_local(self.root)
+
+    def path(self, sha256: str) -> str:
+        """Where the poster with this content hash lives."""
+        return fs.join(self.root, "objects", sha256[:2], sha256)
+
+    def has(self, sha256: str) -> bool:
+        """True when the poster with this content hash is stored."""
+        return fs.exists(self.path(sha256))
+
+    def get(self, sha256: str) -> bytes:
+        """The stored poster bytes; FileNotFoundError names the hash when absent."""
+        try:
+            return bytes(self._fs.cat_file(fs.url_to_fs(self.path(sha256))[1]))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"poster {sha256} is not in the store {self.root}") from None
+
+    def put(self, data: bytes) -> str:
+        """Store poster bytes under their sha256 (a no-op when already there); return it.
+
+        Local objects are written to a temp name and renamed into place (never seen half
+        written) but not fsynced one by one: `append_index` makes them durable with one
+        `os.sync()` before it publishes index rows naming them (objects first, then the
+        index, like git's batch fsync mode). An fsync per poster measured more CPU than the
+        rest of a fetch. An object left short by a power cut is rewritten on the next put.
+        """
+        sha256 = fs.sha256_bytes(data)
+        target = self.path(sha256)
+        if not self._local:
+            if not fs.exists(target):
+                fs.atomic_write_bytes(target, data)
+            return sha256
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.getsize(target) == len(data):
+                return sha256
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = fs.temp_name(target)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return sha256
+
+    def append_index(self, rows: list[dict[str, Any]]) -> str | None:
+        """Write index rows as a new, atomically written part file; return its path.
+
+        Local stores first flush the objects written so far to disk (see `put`).
+        """
+        if not rows:
+            return None
+        if self._local:
+            os.sync()
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+        part = fs.join(self.root, "index-parts", name)
+        fs.atomic_write_parquet(part, pa.Table.from_pylist(rows, schema=INDEX_SCHEMA))
+        return part
+
+    def _index_files(self) -> tuple[str | None, list[str]]:
+        """The compacted index (when present) and the part files, oldest first."""
+        _, root = fs.url_to_fs(self.root)
+        main = f"{root}/index.parquet"
+        parts_dir = f"{root}/index-parts"
+        parts = []
+        if self._fs.isdir(parts_dir):
+            parts = sorted(
+                p
+                for p in self._fs.ls(parts_dir, detail=False)
+                if p.rsplit("/", 1)[-1].endswith(".parquet")
+                and not p.rsplit("/", 1)[-1].startswith(fs.TEMP_PREFIX)
+            )
+        return (main if self._fs.exists(main) else None), parts
+
+    def _read_tables(self, files: list[str]) -> pa.Table:
+        """Concatenate index files (in order) into one table with the index schema."""
+        tables = [pq.read_table(f, filesystem=self._fs, schema=INDEX_SCHEMA) for f in files]
+        return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+
+    def _merged(self, main: str | None, parts: list[str]) -> pd.DataFrame:
+        """Index rows of these files, keeping the last written row per imdb_id."""
+        df = self._read_tables(([main] if main else []) + parts).to_pandas()
+        df = df.drop_duplicates("imdb_id", keep="last").sort_values("imdb_id")
+        return df.reset_index(drop=True)
+
+    def read_index(self) -> pd.DataFrame:
+        """The poster index: one row per imdb_id, the most recently written one."""
+        return self._merged(*self._index_files())
+
+    def compact_index(self) -> int:
+        """Fold the part files into index.parquet and delete them; return parts folded.
+
+        Run it with no other writer active: parts written meanwhile are kept, but two
+        concurrent compactions could each drop the other's newest rows.
+        """
+        main, parts = self._index_files()
+        if not parts:
+            return 0
+        merged = self._merged(main, parts)
+        table = pa.Table.from_pandas(merged, schema=INDEX_SCHEMA, preserve_index=False)
+        fs.atomic_write_parquet(fs.join(self.root, "index.parquet"), table)
+        for part in parts:
+            self._fs.rm_file(part)
+        return len(parts)
+
+    def report_path(self, run_id: str) -> str:
+        """Where the fetch report of a run goes (the summary sits beside it as .json)."""
+        return fs.join(self.root, "fetch-reports", f"{run_id}.parquet")
+
+    def remove_stale_temps(self) -> int:
+        """Delete temp files left by killed writers (local stores; object stores have none).
+
+        Run it with no other writer active, as the start of a whole-catalog fetch does.
+        """
+        return fs.remove_stale_temps(self.root) if self._local else 0
