@@ -1,0 +1,422 @@
+"""Shards stage: catalog + poster store -> an immutable, checksummed TFRecord dataset version.
+
+`build_dataset` joins the catalog with the poster index, leaves out (and counts, by reason)
+posters that were never fetched or whose stored object is gone, names the version by a hash
+of its content, and writes per-split shards into a staged folder that is renamed into place.
+`read_records` and `make_dataset` stream a version back through tf.data, verifying shard
+checksums first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage import fs
+from storage.catalog import load_catalog, load_labels
+from storage.datasets import (
+    DATASET_JSON,
+    SPLITS,
+    DatasetInfo,
+    load_dataset_info,
+    read_manifest,
+    shard_name,
+    verify_shard,
+    version_id,
+    write_dataset_info,
+    write_manifest,
+)
+from storage.posters import PosterStore
+from storage.records import IMAGE, LABELS, PosterRecord, parse, serialize
+from tasks.images import decode_image
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+RECORD_OVERHEAD_BYTES = 160  # Example framing, imdb_id, sha256 hex and TFRecord CRCs
+READ_BATCH = 256  # posters fetched per fsspec `cat` call while writing
+SHUFFLE_BUFFER = 4096  # records (encoded posters, ~15 kB each) held for shuffling
+
+
+class DatasetCheckError(ValueError):
+    """The inputs were read but cannot make a dataset (unknown genre, corrupted poster, ...)."""
+
+
+class ShardConfig(BaseModel):
+    """How a dataset version is cut into TFRecord shards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_shard_bytes: int = Field(
+        default=100_000_000, ge=1,
+        description="Aim for shards of about this many bytes (ignored when records_per_shard "
+        "is set). ~100 MB streams well from object storage.",
+    )
+    records_per_shard: int | None = Field(
+        default=None, ge=1, description="Cut shards by record count instead of by size.",
+    )
+    gzip: bool = Field(
+        default=False, description="GZIP-compress shards (.tfrecord.gz). Posters are already "
+        "compressed JPEGs, so this mostly costs CPU.",
+    )
+    seed: int = Field(
+        default=0,
+        description="Seed of the deterministic spread of records across a split's shards.",
+    )
+
+    @property
+    def compression(self) -> str:
+        """The tf.data compression type: "GZIP" or "" (none)."""
+        return "GZIP" if self.gzip else ""
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    """Where a dataset version is and what it holds."""
+
+    version: str
+    path: str
+    splits: dict[str, int]
+    left_out: dict[str, int]
+    shards: int
+    bytes: int
+    created: bool  # False when the version already existed and nothing was written
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything that defines a version, computed before any shard is written."""
+
+    rows: pd.DataFrame  # split, imdb_id, sha256, bytes, label_idx (list[int]), spread, shard
+    labels: list[str]
+    shard_counts: dict[str, int]
+    left_out: dict[str, int]
+    catalog_hash: str
+    config: ShardConfig
+
+    def identity(self) -> dict[str, Any]:
+        """The content the version id hashes: rows, labels, source, shard layout."""
+        return {
+            "labels": self.labels,
+            "catalog_hash": self.catalog_hash,
+            "left_out": self.left_out,
+            "shard_counts": self.shard_counts,
+            "seed": self.config.seed,
+            "compression": self.config.compression,
+            "rows": self.rows_digest(),
+        }
+
+    def rows_digest(self) -> str:
+        """sha256 of every record in shard order: split, imdb_id, poster sha256, labels."""
+        columns = (self.rows[c].tolist() for c in ("split", "imdb_id", "sha256", "label_idx"))
+        lines = (f"{split},{imdb_id},{sha},{idx}" for split, imdb_id, sha, idx in zip(
+            *columns, strict=True))
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def build_dataset(
+    catalog_dir: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    config: ShardConfig | None = None,
+) -> DatasetResult:
+    """Write (or find) the dataset version of this catalog and store under `out_root`."""
+    config = config or ShardConfig()
+    if not fs.exists(store_root):
+        raise FileNotFoundError(f"poster store {store_root!s} does not exist")
+    plan = _plan(str(catalog_dir), PosterStore(store_root), config)
+    version = version_id(plan.identity())
+    final = fs.join(out_root, version)
+    if fs.exists(fs.join(final, DATASET_JSON)):
+        log.info("dataset %s already exists at %s: nothing to write", version, final)
+        return _result(load_dataset_info(final), created=False)
+    with _staged(final) as staging:
+        manifest = _write_shards(staging, plan, PosterStore(store_root))
+        write_manifest(staging, manifest)
+        write_dataset_info(_info(staging, version, plan))
+    info = load_dataset_info(final)
+    log.info("dataset %s written to %s: %s, left out %s", version, final, info.splits,
+             info.left_out)
+    return _result(info, created=True)
+
+
+def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
+    """Join catalog and poster index, count what is left out, assign records to shards."""
+    catalog, labels = _read_catalog(catalog_dir)
+    index = store.read_index()[["imdb_id", "sha256", "bytes"]]
+    rows = catalog.merge(index, on="imdb_id", how="left", validate="many_to_one")
+    fetched = rows["sha256"].notna()
+    stored = _stored_objects(store)
+    present = fetched & rows["sha256"].isin(stored)
+    left_out = {"not_fetched": int((~fetched).sum()),
+                "missing_object": int((fetched & ~present).sum())}
+    for reason, n in left_out.items():
+        if n:
+            log.warning("left out %d catalog rows: %s", n, reason)
+    rows = rows[present].copy()
+    if rows.empty:
+        raise DatasetCheckError(f"no catalog row of {catalog_dir} has a poster in {store.root}: "
+                                f"left out {left_out}")
+    rows["bytes"] = rows["bytes"].astype("int64")
+    rows["label_idx"] = _label_indices(rows, labels, catalog_dir)
+    rows["spread"] = [_spread_key(config.seed, i, s)
+                      for i, s in zip(rows["imdb_id"], rows["sha256"], strict=True)]
+    rows = rows.sort_values(["split", "spread"], ignore_index=True)
+    counts = {split: _shard_count(rows[rows["split"] == split], config) for split in SPLITS}
+    rows["shard"] = rows.groupby("split").cumcount() % rows["split"].map(counts).clip(lower=1)
+    return _Plan(rows, labels, counts, left_out, Path(catalog_dir.rstrip("/")).name, config)
+
+
+def _read_catalog(catalog_dir: str) -> tuple[pd.DataFrame, list[str]]:
+    """The catalog rows and the label order, through the catalog stage's own readers."""
+    catalog = load_catalog(catalog_dir)
+    unknown = sorted(set(catalog["split"]) - set(SPLITS))
+    if unknown:
+        raise DatasetCheckError(f"{catalog_dir}/catalog.parquet: split must be one of {SPLITS}, "
+                                f"found {unknown}")
+    return catalog, load_labels(catalog_dir)
+
+
+def _stored_objects(store: PosterStore) -> set[str]:
+    """sha256 names of every object in the store (a listing per prefix, not a stat per poster)."""
+    fsys, objects = fs.url_to_fs(fs.join(store.root, "objects"))
+    if not fsys.isdir(objects):
+        return set()
+    return {path.rsplit("/", 1)[-1] for prefix in fsys.ls(objects, detail=False)
+            for path in fsys.ls(prefix, detail=False)}
+
+
+def _label_indices(rows: pd.DataFrame, labels: list[str], catalog_dir: str) -> list[list[int]]:
+    """Each row's genres as sorted positions in `labels`; unknown genres are an error."""
+    position = {name: i for i, name in enumerate(labels)}
+    out = []
+    for row_number, genres in zip(rows["row_number"], rows["genres"], strict=True):
+        missing = [g for g in genres if g not in position]
+        if missing:
+            raise DatasetCheckError(f"{catalog_dir}/catalog.parquet row {row_number}: genres "
+                                    f"{missing} are not in labels.json {labels}")
+        out.append(sorted(position[g] for g in genres))
+    return out
+
+
+def _spread_key(seed: int, imdb_id: int, sha256: str) -> str:
+    """A seeded pseudo-random sort key that mixes records across shards, reproducibly."""
+    return hashlib.sha256(f"{seed}:{imdb_id}:{sha256}".encode()).hexdigest()
+
+
+def _shard_count(rows: pd.DataFrame, config: ShardConfig) -> int:
+    """Shards for one split: by records_per_shard, else by the target size (0 when empty)."""
+    if rows.empty:
+        return 0
+    if config.records_per_shard:
+        return math.ceil(len(rows) / config.records_per_shard)
+    estimate = int(rows["bytes"].sum()) + RECORD_OVERHEAD_BYTES * len(rows)
+    return max(1, math.ceil(estimate / config.target_shard_bytes))
+
+
+def _write_shards(staging: str, plan: _Plan, store: PosterStore) -> list[dict[str, Any]]:
+    """Write every shard of every split into `staging`; return the manifest rows."""
+    manifest = []
+    for (split, shard), rows in plan.rows.groupby(["split", "shard"], sort=True):
+        count = plan.shard_counts[split]
+        name = shard_name(split, int(shard), count, plan.config.compression)
+        path = os.path.join(staging, name)
+        _write_tfrecord(path, _records(store, rows, len(plan.labels)), plan.config.compression)
+        manifest.append({
+            "shard": name, "split": split, "index": int(shard), "count": count,
+            "records": len(rows), "bytes": os.path.getsize(path), "sha256": fs.sha256_file(path),
+            "label_counts": _label_counts(rows["label_idx"], len(plan.labels)),
+        })
+        log.debug("wrote %s (%d records)", name, len(rows))
+    return manifest
+
+
+def _records(store: PosterStore, rows: pd.DataFrame, n_labels: int) -> Iterator[PosterRecord]:
+    """The shard's records, their posters read and verified a batch at a time."""
+    ids, shas, label_idx = (rows[c].tolist() for c in ("imdb_id", "sha256", "label_idx"))
+    for start in range(0, len(shas), READ_BATCH):
+        end = start + READ_BATCH
+        images = _read_posters(store, ids[start:end], shas[start:end])
+        for i, image in enumerate(images, start=start):
+            labels = np.zeros(n_labels, np.float32)
+            labels[label_idx[i]] = 1.0
+            yield PosterRecord(imdb_id=int(ids[i]), image=image, sha256=shas[i], labels=labels)
+
+
+def _read_posters(store: PosterStore, ids: list[int], shas: list[str]) -> list[bytes]:
+    """Read posters (one fsspec `cat`: concurrent on object stores) and check their hashes."""
+    fsys, root = fs.url_to_fs(store.root)
+    paths = [f"{root}/objects/{sha[:2]}/{sha}" for sha in shas]  # PosterStore.path layout
+    found = fsys.cat(paths, on_error="raise")
+    images = [found[p] for p in paths]
+    for imdb_id, sha, image in zip(ids, shas, images, strict=True):
+        if fs.sha256_bytes(image) != sha:
+            raise DatasetCheckError(f"poster store object {store.path(sha)} is corrupted "
+                                    f"(its sha256 is {fs.sha256_bytes(image)}); fetch imdb_id "
+                                    f"{imdb_id} again")
+    return images
+
+
+def _write_tfrecord(path: str, records: Iterator[PosterRecord], compression: str) -> None:
+    """Serialize records into one TFRecord file and fsync it."""
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression)) as w:
+        for record in records:
+            w.write(serialize(record))
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _label_counts(label_idx: pd.Series, n_labels: int) -> list[int]:
+    """Movies per label in one shard, in label order."""
+    counts = np.zeros(n_labels, np.int64)
+    for idx in label_idx:
+        counts[idx] += 1
+    return counts.tolist()
+
+
+@contextmanager
+def _staged(final: str) -> Iterator[str]:
+    """A local staging folder that becomes `final` on success (uploaded, for remote roots)."""
+    if fs.is_local(final):
+        _remove_stale_staging(final)
+        with fs.staged_dir(final) as staging:
+            yield staging
+        return
+    with tempfile.TemporaryDirectory(prefix=fs.TEMP_PREFIX) as staging:
+        yield staging
+        _upload(staging, final)
+
+
+def _remove_stale_staging(final: str) -> None:
+    """Delete staging folders of this version left by killed writers."""
+    path = Path(fs.url_to_fs(final)[1])
+    for stale in path.parent.glob(f"{fs.TEMP_PREFIX}{path.name}-*"):
+        log.info("removing %s left by an interrupted write", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _upload(staging: str, final: str) -> None:
+    """Copy a staged version to a remote root, `dataset.json` last (it marks completion)."""
+    fsys, remote = fs.url_to_fs(final)
+    names = sorted(os.listdir(staging), key=lambda n: n == DATASET_JSON)
+    for name in names:
+        fsys.put_file(os.path.join(staging, name), f"{remote}/{name}")
+
+
+def _info(path: str, version: str, plan: _Plan) -> DatasetInfo:
+    """The dataset.json content of a freshly written version."""
+    return DatasetInfo(
+        path=path, version=version, labels=plan.labels,
+        splits={s: int((plan.rows["split"] == s).sum()) for s in SPLITS},
+        left_out=plan.left_out, catalog_hash=plan.catalog_hash,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        compression=plan.config.compression,
+        shard_config=plan.config.model_dump(),
+    )
+
+
+def _result(info: DatasetInfo, created: bool) -> DatasetResult:
+    """Summarize a version for the caller (and the Prefect UI)."""
+    manifest = read_manifest(info.path)
+    return DatasetResult(
+        version=info.version, path=info.path, splits=info.splits, left_out=info.left_out,
+        shards=len(manifest), bytes=int(manifest["bytes"].sum()), created=created,
+    )
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def _verify_shards(dataset_dir: str | os.PathLike[str], manifest: pd.DataFrame) -> None:
+    """Check the shards in these manifest rows; the error names the first bad one."""
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda r: verify_shard(dataset_dir, r.shard, r.bytes, r.sha256),
+                      manifest.itertuples(index=False)))
+
+
+def _shard_files(dataset_dir: str, split: str, verify: bool) -> tuple[list[str], DatasetInfo]:
+    """The shard paths of a split, in index order, verified first when asked."""
+    info = load_dataset_info(dataset_dir)
+    if split not in info.splits:
+        raise ValueError(f"dataset {dataset_dir} has splits {sorted(info.splits)}, not {split!r}")
+    manifest = read_manifest(dataset_dir)
+    manifest = manifest[manifest["split"] == split]
+    if verify:
+        _verify_shards(dataset_dir, manifest)
+    return [fs.join(dataset_dir, s) for s in manifest["shard"]], info
+
+
+def _serialized(paths: list[str], compression: str, shuffle_seed: int | None,
+                shuffle: bool) -> tf.data.Dataset:
+    """Serialized examples from the shards, read with a parallel, ordered interleave."""
+    import tensorflow as tf
+
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+    if shuffle:
+        files = files.shuffle(max(1, len(paths)), seed=shuffle_seed)
+    return files.interleave(
+        lambda p: tf.data.TFRecordDataset(p, compression),
+        cycle_length=max(1, min(len(paths), 8)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def read_records(dataset_dir: str | os.PathLike[str], split: str,
+                 verify: bool = True) -> tf.data.Dataset:
+    """Parsed records {imdb_id, image (encoded), sha256, labels} of a split, in fixed order."""
+    import tensorflow as tf
+
+    paths, info = _shard_files(str(dataset_dir), split, verify)
+    n_labels = len(info.labels)
+    return _serialized(paths, info.compression, None, shuffle=False).map(
+        lambda s: parse(s, n_labels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def make_dataset(
+    dataset_dir: str | os.PathLike[str],
+    split: str,
+    batch_size: int = 256,
+    shuffle_seed: int | None = None,
+    shuffle: bool = False,
+    verify: bool = True,
+) -> tf.data.Dataset:
+    """Batches of (images float32[b,224,224,3] in [0,1], labels float32[b,n]) for training.
+
+    Shuffles when `shuffle` is true or a `shuffle_seed` is given; with a seed the order of
+    every epoch is reproducible.
+    """
+    import tensorflow as tf
+
+    paths, info = _shard_files(str(dataset_dir), split, verify)
+    n_labels = len(info.labels)
+    shuffle = shuffle or shuffle_seed is not None
+
+    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = parse(serialized, n_labels)
+        return decode_image(example[IMAGE]), example[LABELS]
+
+    ds = _serialized(paths, info.compression, shuffle_seed, shuffle)
+    if shuffle:
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
