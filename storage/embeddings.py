@@ -1,0 +1,103 @@
+"""The embedding cache: backbone features by (poster sha256, backbone id), as Parquet parts.
+
+Layout: `<root>/<backbone_id>/part-<hash>.parquet`, columns `sha256` string and `embedding`
+fixed_size_list<float32>[dim]. Parts are immutable and written atomically; a part is named
+by the hash of its sha256 list, so rewriting the same posters is a no-op. A rerun with a few
+new posters adds one small part. Readers take the union of the parts (first copy of a
+duplicated sha256 wins: any copy is the same backbone on the same bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from storage.fs import atomic_write_parquet, exists, join, url_to_fs
+
+log = logging.getLogger(__name__)
+
+SHA256 = "sha256"
+EMBEDDING = "embedding"
+
+
+class MissingEmbeddingsError(KeyError):
+    """Some requested posters are not in the cache."""
+
+
+class EmbeddingCache:
+    """Features of one backbone, keyed by poster sha256, under `<root>/<backbone_id>/`."""
+
+    def __init__(self, root: str, backbone_id: str) -> None:
+        self.root = str(root)
+        self.backbone_id = backbone_id
+        self.folder = join(self.root, backbone_id)
+        self._fs, self._dir = url_to_fs(self.folder)
+
+    def parts(self) -> list[str]:
+        """Part paths inside the cache's filesystem, sorted (temp files are not parts)."""
+        if not self._fs.exists(self._dir):
+            return []
+        return sorted(self._fs.glob(f"{self._dir}/part-*.parquet"))
+
+    def known(self) -> set[str]:
+        """sha256 of every cached poster (reads only that column)."""
+        import pyarrow.parquet as pq
+
+        shas: set[str] = set()
+        for part in self.parts():
+            with self._fs.open(part, "rb") as f:
+                shas.update(pq.read_table(f, columns=[SHA256]).column(SHA256).to_pylist())
+        return shas
+
+    def write(self, sha256s: Sequence[str], embeddings: np.ndarray) -> str:
+        """Store one part atomically and return its path; the same posters again are a no-op."""
+        import pyarrow as pa
+
+        vectors = np.ascontiguousarray(embeddings, np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(sha256s):
+            raise ValueError(f"expected embeddings [{len(sha256s)}, dim], got {vectors.shape}")
+        name = hashlib.sha256("\n".join(sha256s).encode()).hexdigest()[:16]
+        path = join(self.folder, f"part-{name}.parquet")
+        if exists(path):
+            return path
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+        atomic_write_parquet(path, pa.table({SHA256: pa.array(list(sha256s), pa.string()),
+                                             EMBEDDING: column}))
+        log.debug("wrote %d embeddings to %s", len(sha256s), path)
+        return path
+
+    def read(self, sha256s: Sequence[str]) -> np.ndarray:
+        """float32 [len(sha256s), dim] in the order asked; missing posters raise."""
+        import pandas as pd
+
+        keys, vectors = self._load()
+        rows = pd.Index(keys).get_indexer(pd.Index(list(sha256s)))
+        if (rows < 0).any():
+            missing = [s for s, r in zip(sha256s, rows, strict=True) if r < 0]
+            raise MissingEmbeddingsError(
+                f"{len(missing)} of {len(sha256s)} posters are not in {self.folder} "
+                f"(first: {missing[:3]}): embed the dataset with this backbone first"
+            )
+        return vectors[rows]
+
+    def _load(self) -> tuple[np.ndarray, np.ndarray]:
+        """All cached (sha256 [n], vectors [n, dim]), duplicates dropped."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for part in self.parts():
+            with self._fs.open(part, "rb") as f:
+                tables.append(pq.read_table(f))
+        if not tables:
+            return np.array([], object), np.zeros((0, 0), np.float32)
+        table = pa.concat_tables(tables)
+        keys = np.asarray(table.column(SHA256).to_pylist(), object)
+        column = table.column(EMBEDDING).combine_chunks()
+        vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+        _, first = np.unique(keys, return_index=True)
+        first.sort()
+        return keys[first], vectors[first]

@@ -1,0 +1,109 @@
+"""Embed a dataset's posters once per (poster sha256, backbone) into the embedding cache.
+
+The frozen backbone is the expensive part of training (about 99% of the seed's compute), and
+its output for a poster never changes, so it runs once per poster instead of once per epoch.
+Records stream from the shards, posters already cached (or seen earlier in this run) are
+skipped before decoding, and features are written in parts of `part_size` posters, so memory
+stays flat and a killed run keeps the parts it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from storage.embeddings import EmbeddingCache
+from tasks.backbone import backbone_id, backbone_layer
+from tasks.images import IMAGE_SIZE, decode_image
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (records done, records in the dataset)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Where the features are and how many posters this run embedded."""
+
+    cache_dir: str
+    backbone_id: str
+    records: int
+    embedded: int
+    reused: int
+
+
+def _new_posters(dataset_dir: str, splits: list[str], known: set[str],
+                 on_record: Callable[[], None]) -> Iterator[tuple[bytes, bytes]]:
+    """(sha256, encoded image) of each poster not in `known`, each once, across splits."""
+    from tasks.shards import read_records
+
+    seen = set(known)
+    for split in splits:
+        for record in read_records(dataset_dir, split).as_numpy_iterator():
+            on_record()
+            sha = record["sha256"].decode()
+            if sha not in seen:
+                seen.add(sha)
+                yield record["sha256"], record["image"]
+
+
+def embed_dataset(
+    dataset_dir: str,
+    embeddings_root: str,
+    backbone: str,
+    *,
+    batch_size: int = 64,
+    part_size: int = 4096,
+    image_size: int = IMAGE_SIZE,
+    progress: Progress | None = None,
+) -> EmbedResult:
+    """Compute and cache the features of every poster of the dataset the cache lacks."""
+    import tensorflow as tf
+
+    from storage.datasets import load_dataset_info
+
+    info = load_dataset_info(dataset_dir)
+    splits = sorted(info.splits)
+    total = int(sum(info.splits.values()))
+    cache = EmbeddingCache(embeddings_root, backbone_id(backbone))
+    known = cache.known()
+    layer = backbone_layer(backbone)
+    counter = [0]
+
+    def on_record() -> None:
+        counter[0] += 1
+        if progress is not None:
+            progress(counter[0], total)
+
+    images = tf.data.Dataset.from_generator(
+        lambda: _new_posters(dataset_dir, splits, known, on_record),
+        output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string)),
+    ).map(lambda sha, image: (sha, decode_image(image, image_size)),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    embedded = 0
+    for shas, vectors in _parts(images.batch(batch_size).prefetch(2), layer, part_size):
+        cache.write(shas, vectors)
+        embedded += len(shas)
+        log.info("embedded %d new posters so far (%s)", embedded, cache.folder)
+    log.info("%d records, %d posters embedded, %d reused from %s", counter[0], embedded,
+             counter[0] - embedded, cache.folder)
+    return EmbedResult(cache.folder, cache.backbone_id, counter[0], embedded,
+                       counter[0] - embedded)
+
+
+def _parts(batches: Any, layer: Any, part_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Run the backbone over batches and group its outputs into parts of ~part_size posters."""
+    shas: list[str] = []
+    vectors: list[np.ndarray] = []
+    for sha_batch, image_batch in batches:
+        vectors.append(layer(image_batch, training=False).numpy())
+        shas.extend(s.decode() for s in sha_batch.numpy())
+        if len(shas) >= part_size:
+            yield shas, np.concatenate(vectors)
+            shas, vectors = [], []
+    if shas:
+        yield shas, np.concatenate(vectors)

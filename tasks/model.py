@@ -1,0 +1,142 @@
+"""The head, the losses and the whole-split metrics of the genre model.
+
+Losses are TensorFlow functions (they train the model); metrics are NumPy functions over a
+whole split (the seed averaged F1 over batches, which is biased for rare labels).
+
+Conventions, everywhere in posterflow:
+- a label is predicted when its probability is strictly greater than its threshold (as the
+  seed's `tf.greater(y_hat, thresh)`);
+- precision, recall and F1 with a zero denominator are 0 (scikit-learn's ``zero_division=0``):
+  a label with no positives and no predictions scores F1 = 0 and still counts in the macro
+  mean, so a model cannot look better by never predicting a rare label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    import tf_keras
+
+LossName = Literal["soft_f1", "bce"]
+Thresholds = float | Sequence[float] | np.ndarray | Mapping[str, float]
+SOFT_F1_EPS = 1e-16  # the seed's epsilon
+
+
+def macro_soft_f1(y_true: tf.Tensor, y_prob: tf.Tensor) -> tf.Tensor:
+    """1 - mean over labels of soft F1 = 2tp / (2tp + fn + fp + eps), probabilities as counts."""
+    import tensorflow as tf
+
+    y = tf.cast(y_true, tf.float32)
+    p = tf.cast(y_prob, tf.float32)
+    tp = tf.reduce_sum(p * y, axis=0)
+    fp = tf.reduce_sum(p * (1.0 - y), axis=0)
+    fn = tf.reduce_sum((1.0 - p) * y, axis=0)
+    soft_f1 = 2.0 * tp / (2.0 * tp + fn + fp + SOFT_F1_EPS)
+    return tf.reduce_mean(1.0 - soft_f1)
+
+
+def bce_loss(y_true: tf.Tensor, y_prob: tf.Tensor) -> tf.Tensor:
+    """Binary cross-entropy averaged over labels and examples (Keras' clipped formula)."""
+    import tensorflow as tf
+    import tf_keras
+
+    return tf.reduce_mean(tf_keras.losses.binary_crossentropy(y_true, y_prob, axis=-1))
+
+
+def get_loss(name: LossName) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The loss function called `name`."""
+    losses = {"soft_f1": macro_soft_f1, "bce": bce_loss}
+    if name not in losses:
+        raise ValueError(f"unknown loss {name!r}: expected one of {sorted(losses)}")
+    return losses[name]
+
+
+def build_head(
+    n_labels: int, hidden: int = 1024, dropout: float = 0.0, input_dim: int = 1280
+) -> tf_keras.Model:
+    """The seed's head on backbone features: Dense(hidden, relu) -> Dense(n_labels, sigmoid).
+
+    `hidden=0` drops the hidden layer (a linear probe); `dropout` > 0 adds Dropout before it.
+    """
+    import tf_keras
+
+    layers: list[tf_keras.layers.Layer] = [tf_keras.Input(shape=(input_dim,), name="features")]
+    if dropout > 0:
+        layers.append(tf_keras.layers.Dropout(dropout, name="dropout"))
+    if hidden > 0:
+        layers.append(tf_keras.layers.Dense(hidden, activation="relu", name="hidden_layer"))
+    layers.append(tf_keras.layers.Dense(n_labels, activation="sigmoid", name="output"))
+    return tf_keras.Sequential(layers, name="head")
+
+
+def threshold_vector(
+    thresholds: Thresholds, n_labels: int, labels: Sequence[str] | None = None
+) -> np.ndarray:
+    """Thresholds as a float array [n_labels]: from a scalar, a sequence or {label: t}."""
+    if isinstance(thresholds, Mapping):
+        if labels is None:
+            raise ValueError("per-label thresholds given by name need the label list")
+        missing = [name for name in labels if name not in thresholds]
+        if missing:
+            raise ValueError(f"thresholds are missing labels {missing}")
+        return np.array([thresholds[name] for name in labels], np.float64)
+    vec = np.broadcast_to(np.asarray(thresholds, np.float64), (n_labels,))
+    return np.array(vec)
+
+
+def confusion_counts(
+    y_true: np.ndarray, y_prob: np.ndarray, thresholds: Thresholds = 0.5,
+    labels: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label (tp, fp, fn) counts over a whole split."""
+    y = np.asarray(y_true) > 0.5
+    prob = np.asarray(y_prob)
+    if y.shape != prob.shape or y.ndim != 2:
+        raise ValueError(f"expected y_true and y_prob of one shape [n, labels], got "
+                         f"{y.shape} and {prob.shape}")
+    pred = prob > threshold_vector(thresholds, prob.shape[1], labels)
+    tp = np.sum(pred & y, axis=0)
+    fp = np.sum(pred & ~y, axis=0)
+    fn = np.sum(~pred & y, axis=0)
+    return tp, fp, fn
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den == 0 (zero_division=0)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def macro_f1(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Thresholds = 0.5,
+             labels: Sequence[str] | None = None) -> float:
+    """Unweighted mean over labels of F1 over the whole split."""
+    tp, fp, fn = confusion_counts(y_true, y_prob, thresholds, labels)
+    return float(np.mean(_safe_div(2 * tp, 2 * tp + fp + fn)))
+
+
+def micro_f1(y_true: np.ndarray, y_prob: np.ndarray, thresholds: Thresholds = 0.5,
+             labels: Sequence[str] | None = None) -> float:
+    """F1 of the counts pooled over all labels of the whole split."""
+    tp, fp, fn = (c.sum() for c in confusion_counts(y_true, y_prob, thresholds, labels))
+    return float(_safe_div(2 * tp, 2 * tp + fp + fn))
+
+
+def per_label_scores(
+    y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str], thresholds: Thresholds = 0.5
+) -> dict[str, dict[str, float]]:
+    """{label: {precision, recall, f1, support}} over the whole split."""
+    tp, fp, fn = confusion_counts(y_true, y_prob, thresholds, labels)
+    if len(labels) != len(tp):
+        raise ValueError(f"expected {len(tp)} label names, got {len(labels)}")
+    precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)
+    return {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]),
+               "f1": float(f1[i]), "support": int(tp[i] + fn[i])}
+        for i, name in enumerate(labels)
+    }

@@ -1,0 +1,391 @@
+"""Train the genre head on cached backbone features; select, fine-tune, evaluate and export.
+
+The seed trained a frozen MobileNetV2 + head end to end on decoded images for 30 epochs, so
+the backbone ran 30 times per poster. Here the backbone runs once per poster (`tasks.embed`,
+cached by sha256), and epochs run on 1280-d features: with no augmentation this is the same
+computation (tests/unit/test_train.py proves equal losses). Model selection uses the val
+split only: early stopping on whole-split val macro F1 (best weights restored) and an
+optional sweep over head hyperparameters. The test split is scored once, for the report.
+
+Fine-tune mode (`fine_tune_blocks` > 0) follows the usual transfer-learning recipe: the head
+is first trained on cached features as above, then the top N MobileNetV2 blocks and the head
+are trained end to end from the shards at a low learning rate (the cache is bypassed). The
+backbone is a `hub.KerasLayer`, which can only be trainable as a whole, so the model's
+`train_step` applies gradients to the chosen variables only; BatchNorm runs in inference mode
+(`training=False`) and its scale/offset stay frozen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.fs import atomic_write_json, exists, is_local, join
+from tasks.backbone import DEFAULT_BACKBONE, backbone_layer, block_index
+from tasks.model import LossName, build_head, get_loss, macro_f1
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    import tf_keras
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (step: "embed" | "epoch", done, total)
+Split = tuple[np.ndarray, np.ndarray]  # (features or images, labels)
+_BATCHNORM = re.compile(r"(?i)(^|[/_])(bn|batchnorm)([/_]|$)")
+REPORT_SAMPLES = 16
+
+
+class HeadParams(BaseModel):
+    """The hyperparameters of one head training run (what the sweep varies)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learning_rate: float = Field(1e-5, gt=0, description="Adam learning rate (seed: 1e-5).")
+    epochs: int = Field(30, ge=1, description="Maximum epochs (seed: 30).")
+    hidden: int = Field(1024, ge=0, description="Hidden Dense units; 0 = linear probe.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the features.")
+    loss: LossName = Field("soft_f1", description="'soft_f1' (seed) or 'bce'.")
+
+
+class TrainConfig(BaseModel):
+    """Backbone, head, model selection and fine-tuning settings of one training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = Field(
+        DEFAULT_BACKBONE, description="TF Hub URL, Kaggle Models handle or local SavedModel "
+        "folder of an image feature-vector model (float32 [b,224,224,3] in [0,1]).")
+    embeddings_root: str | None = Field(
+        None, description="Embedding cache root; default <data_root>/embeddings, i.e. "
+        "two levels above the dataset folder.")
+    image_size: int = Field(224, ge=32, description="Backbone input size.")
+    batch_size: int = Field(256, ge=1, description="Training batch size (seed: 256).")
+    head: HeadParams = Field(default_factory=HeadParams,
+                             description="Head hyperparameters (used when sweep is off).")
+    early_stopping: bool = Field(
+        True, description="Stop when val macro F1 has not improved for `patience` epochs and "
+        "restore the best epoch's weights; off = train all epochs, keep the last (the seed).")
+    patience: int = Field(10, ge=1, description="Early-stopping patience in epochs.")
+    shuffle_buffer: int = Field(1024, ge=1, description="Shuffle buffer (seed: 1024).")
+    seed: int = Field(0, description="Seed of weights and shuffling: same seed, same model.")
+    sweep: bool = Field(False, description="Choose head hyperparameters by val macro F1 "
+                        "over the grid below (on cached features).")
+    sweep_learning_rates: list[float] = Field([1e-4, 1e-3], min_length=1,
+                                              description="Sweep grid: Adam learning rates.")
+    sweep_hidden: list[int] = Field([256, 1024], min_length=1,
+                                    description="Sweep grid: hidden units.")
+    sweep_dropout: list[float] = Field([0.0, 0.5], min_length=1,
+                                       description="Sweep grid: dropout rates.")
+    sweep_losses: list[LossName] = Field(["soft_f1", "bce"], min_length=1,
+                                         description="Sweep grid: losses.")
+    sweep_epochs: int = Field(100, ge=1, description="Maximum epochs of each sweep run.")
+    compare_losses: bool = Field(
+        True, description="Also train the head with the other loss (same hyperparameters) "
+        "for the report's soft-F1 vs BCE probability histograms.")
+    fine_tune_blocks: int = Field(0, ge=0, description="After the head, train the top N "
+                                  "backbone blocks end to end from the shards (0 = off).")
+    fine_tune_learning_rate: float = Field(1e-5, gt=0, description="Fine-tune Adam rate.")
+    fine_tune_epochs: int = Field(3, ge=1, description="Fine-tune epochs.")
+    embed_batch_size: int = Field(64, ge=1, description="Backbone batch size when embedding.")
+
+
+@dataclass
+class FitResult:
+    """A trained model and how it got there."""
+
+    model: Any  # tf_keras.Model
+    params: HeadParams
+    history: dict[str, list[float]]
+    best_epoch: int
+    val_macro_f1: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` wrote and the headline numbers."""
+
+    model_dir: str
+    report_dir: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    backbone_id: str
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: int,
+                  on_epoch: Callable[[int], None]) -> tf_keras.callbacks.Callback:
+    """A callback adding whole-split `val_loss` and `val_macro_f1` to each epoch's logs.
+
+    Whole split, not batch-averaged: soft F1 and F1 over batches are biased estimates.
+    """
+    import tf_keras
+
+    class WholeSplitValidation(tf_keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs if logs is not None else {}
+            probs = self.model.predict(inputs, batch_size=batch_size, verbose=0)
+            logs["val_loss"] = float(get_loss(loss)(y_true, probs))
+            logs["val_macro_f1"] = macro_f1(y_true, probs)
+            log.info("epoch %d: loss %.4f, val loss %.4f, val macro F1 %.4f", epoch + 1,
+                     logs.get("loss", np.nan), logs["val_loss"], logs["val_macro_f1"])
+            on_epoch(epoch + 1)
+
+    return WholeSplitValidation()
+
+
+def features_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_buffer: int,
+                     seed: int) -> tf.data.Dataset:
+    """Shuffled training batches of (features, labels), the seed's shuffle(1024) then batch."""
+    import tensorflow as tf
+
+    return (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def fit(model: tf_keras.Model, train_data: tf.data.Dataset, val: tuple[Any, np.ndarray],
+        loss: LossName, *, epochs: int, config: TrainConfig,
+        on_epoch: Callable[[int], None] = lambda _: None,
+        ) -> tuple[dict[str, list[float]], int, float]:
+    """Fit a compiled model, scoring the whole val split each epoch; early stop if asked.
+
+    `val` is (inputs, labels): inputs as `model.predict` takes them (array or dataset).
+    Returns (history, best epoch (1-based), its val macro F1); with early stopping the model
+    ends with the best epoch's weights, else with the last epoch's (as the seed).
+    """
+    import tf_keras
+
+    callbacks = [_val_callback(*val, loss, config.batch_size, on_epoch)]
+    if config.early_stopping:
+        callbacks.append(tf_keras.callbacks.EarlyStopping(
+            monitor="val_macro_f1", mode="max", patience=config.patience,
+            restore_best_weights=True))
+    history = model.fit(train_data, epochs=epochs, verbose=0, callbacks=callbacks).history
+    scores = history["val_macro_f1"]
+    best = int(np.argmax(scores)) if config.early_stopping else len(scores) - 1
+    return {k: [float(v) for v in vs] for k, vs in history.items()}, best + 1, scores[best]
+
+
+def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: TrainConfig,
+             on_epoch: Callable[[int], None] = lambda _: None) -> FitResult:
+    """Train one head on cached features (deterministic given `config.seed`)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(config.seed)
+    x, y = train_split
+    head = build_head(y.shape[1], params.hidden, params.dropout, input_dim=x.shape[1])
+    head.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
+                 loss=get_loss(params.loss))
+    data = features_dataset(x, y, config.batch_size, config.shuffle_buffer, config.seed)
+    history, best, score = fit(head, data, val_split, params.loss, epochs=params.epochs,
+                               config=config, on_epoch=on_epoch)
+    log.info("head %s: best epoch %d of %d, val macro F1 %.4f", params.model_dump(), best,
+             len(history["loss"]), score)
+    return FitResult(head, params, history, best, score)
+
+
+def sweep_grid(config: TrainConfig) -> list[HeadParams]:
+    """Every combination of the sweep's hyperparameter lists."""
+    return [HeadParams(learning_rate=lr, epochs=config.sweep_epochs, hidden=h, dropout=d, loss=loss)
+            for lr, h, d, loss in itertools.product(config.sweep_learning_rates,
+                                                    config.sweep_hidden, config.sweep_dropout,
+                                                    config.sweep_losses)]
+
+
+def select_head(train_split: Split, val_split: Split, config: TrainConfig,
+                progress: Progress | None = None) -> tuple[FitResult, list[dict[str, Any]]]:
+    """The configured head, or the sweep's best by val macro F1 (first wins ties)."""
+    if not config.sweep:
+        epochs = config.head.epochs
+        return fit_head(train_split, val_split, config.head, config,
+                        lambda e: progress and progress("epochs", e, epochs)), []
+    candidates = sweep_grid(config)
+    best: FitResult | None = None
+    rows = []
+    for i, params in enumerate(candidates, start=1):
+        result = fit_head(train_split, val_split, params, config)
+        rows.append({**params.model_dump(), "best_epoch": result.best_epoch,
+                     "val_macro_f1": result.val_macro_f1})
+        if best is None or result.val_macro_f1 > best.val_macro_f1:
+            best = result
+        if progress:
+            progress("sweep", i, len(candidates))
+    assert best is not None  # the grid is never empty (min_length=1 on every list)
+    log.info("sweep chose %s (val macro F1 %.4f) among %d", best.params.model_dump(),
+             best.val_macro_f1, len(candidates))
+    return best, rows
+
+
+def split_labels(dataset_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+    """(sha256 list, labels float32 [n, labels]) of a split, in the records' order."""
+    from tasks.shards import read_records
+
+    shas, labels = [], []
+    for record in read_records(dataset_dir, split).map(
+            lambda r: (r["sha256"], r["labels"])).as_numpy_iterator():
+        shas.append(record[0].decode())
+        labels.append(record[1])
+    return shas, np.asarray(labels, np.float32).reshape(len(labels), -1)
+
+
+def top_block_variables(variables: Sequence[tf.Variable], n_blocks: int) -> list[tf.Variable]:
+    """Variables of the top `n_blocks` numbered blocks and the layers after them, minus BN."""
+    indices = [block_index(v.name) for v in variables]
+    numbered = sorted({i for i in indices if i is not None})
+    if not numbered:
+        raise ValueError("the backbone's variables carry no block numbers (block_<i> or "
+                         "expanded_conv_<i>): cannot choose the top blocks to fine-tune")
+    keep = set(numbered[-n_blocks:])
+    last = max(pos for pos, i in enumerate(indices) if i is not None)
+    return [v for pos, (v, i) in enumerate(zip(variables, indices, strict=True))
+            if (i in keep or (i is None and pos > last)) and not _BATCHNORM.search(v.name)]
+
+
+def _partly_trainable_model(inputs: Any, outputs: Any, update: Sequence[tf.Variable]
+                            ) -> tf_keras.Model:
+    """A functional model whose `train_step` updates only the `update` variables."""
+    import tensorflow as tf
+    import tf_keras
+
+    refs = frozenset(v.ref() for v in update)
+
+    class PartlyTrainable(tf_keras.Model):
+        def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+            x, y = data
+            chosen = [v for v in self.trainable_variables if v.ref() in refs]
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(x, y, y_pred)
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, chosen), chosen, strict=True))
+            return self.compute_metrics(x, y, y_pred, None)
+
+    return PartlyTrainable(inputs, outputs, name="fine_tuned")
+
+
+def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: TrainConfig,
+              progress: Progress | None = None) -> FitResult:
+    """Train the top backbone blocks and the head end to end on decoded images from the shards."""
+    import tf_keras
+
+    from tasks.shards import make_dataset
+
+    layer = backbone_layer(config.backbone, trainable=True)
+    images = tf_keras.Input((config.image_size, config.image_size, 3), name="images")
+    head = head_fit.model
+    outputs = head(layer(images, training=False))  # BatchNorm in inference mode
+    update = top_block_variables(layer.trainable_weights, config.fine_tune_blocks)
+    model = _partly_trainable_model(images, outputs, [*update, *head.trainable_weights])
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.fine_tune_learning_rate),
+                  loss=get_loss(head_fit.params.loss))
+    log.info("fine-tuning %d backbone variables (top %d blocks) and the head",
+             len(update), config.fine_tune_blocks)
+    tf_keras.utils.set_random_seed(config.seed)
+    train_data = make_dataset(dataset_dir, "train", batch_size=config.batch_size,
+                              shuffle_seed=config.seed, shuffle=True)
+    val_images = make_dataset(dataset_dir, "val", batch_size=config.batch_size).map(
+        lambda x, _: x)
+    epochs = config.fine_tune_epochs
+    history, best, score = fit(model, train_data, (val_images, val_y), head_fit.params.loss,
+                               epochs=epochs, config=config,
+                               on_epoch=lambda e: progress and progress("fine-tune", e, epochs))
+    plain = tf_keras.Model(images, outputs, name="poster_genres")  # same layers, no train_step
+    return FitResult(plain, head_fit.params, history, best, score)
+
+
+def embeddings_root(dataset_dir: str, config: TrainConfig) -> str:
+    """The cache root: configured, else `<data_root>/embeddings` beside `datasets/`."""
+    if config.embeddings_root:
+        return config.embeddings_root
+    if is_local(dataset_dir):
+        return str(Path(dataset_dir).resolve().parents[1] / "embeddings")
+    return join(str(dataset_dir).rstrip("/").rsplit("/", 2)[0], "embeddings")
+
+
+def _report_samples(dataset_dir: str, probs: np.ndarray, labels: list[str],
+                    thresholds: dict[str, float], count: int = REPORT_SAMPLES
+                    ) -> list[tuple[bytes, list[str], list[str]]]:
+    """(poster bytes, true genres, predicted genres) of the first test posters."""
+    from tasks.shards import read_records
+
+    cutoffs = np.array([thresholds[name] for name in labels])
+    samples = []
+    for record, p in zip(read_records(dataset_dir, "test").take(count).as_numpy_iterator(),
+                         probs, strict=False):
+        true = [n for n, t in zip(labels, record["labels"], strict=True) if t > 0.5]
+        pred = [n for n, q, c in zip(labels, p, cutoffs, strict=True) if q > c]
+        samples.append((bytes(record["image"]), true, pred))
+    return samples
+
+
+def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
+          flow_run_id: str | None = None, progress: Progress | None = None) -> TrainResult:
+    """Embed (cached), select and train the head, optionally fine-tune, report, export.
+
+    Writes `<out_dir>/report/` (metrics.json, PNGs, sweep.json) and `<out_dir>/model/`
+    (the SavedModel). Deterministic given `config.seed`.
+    """
+    from storage.datasets import load_dataset_info
+    from storage.embeddings import EmbeddingCache
+    from tasks.embed import embed_dataset
+    from tasks.evaluate import best_thresholds, threshold_grid, write_report
+    from tasks.export import export_model
+
+    model_dir, report_dir = join(out_dir, "model"), join(out_dir, "report")
+    if exists(model_dir):
+        raise FileExistsError(f"{model_dir} already exists: train into a new --out folder")
+    info = load_dataset_info(dataset_dir)
+    labels = list(info.labels)
+    embedded = embed_dataset(
+        dataset_dir, embeddings_root(dataset_dir, config), config.backbone,
+        batch_size=config.embed_batch_size, image_size=config.image_size,
+        progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+    cache = EmbeddingCache(embeddings_root(dataset_dir, config), embedded.backbone_id)
+    splits: dict[str, Split] = {}
+    for split in ("train", "val", "test"):
+        shas, y = split_labels(dataset_dir, split)
+        splits[split] = (cache.read(shas), y)
+    chosen, sweep_rows = select_head(splits["train"], splits["val"], config, progress)
+    histories = {chosen.params.loss: chosen.history}
+    test_x = splits["test"][0]
+    compare: dict[str, np.ndarray] = {chosen.params.loss: chosen.model.predict(test_x, verbose=0)}
+    if config.compare_losses:
+        other = chosen.params.model_copy(
+            update={"loss": "bce" if chosen.params.loss == "soft_f1" else "soft_f1"})
+        rival = fit_head(splits["train"], splits["val"], other, config)
+        histories[other.loss] = rival.history
+        compare[other.loss] = rival.model.predict(test_x, verbose=0)
+    final, val_x, test_inputs = chosen, splits["val"][0], test_x
+    if config.fine_tune_blocks > 0:
+        from tasks.shards import make_dataset
+
+        final = fine_tune(dataset_dir, chosen, splits["val"][1], config, progress)
+        histories["fine_tune"] = final.history
+        val_x, test_inputs = (make_dataset(dataset_dir, s, batch_size=config.batch_size)
+                              .map(lambda x, _: x) for s in ("val", "test"))
+    val_probs = final.model.predict(val_x, batch_size=config.batch_size, verbose=0)
+    thresholds = best_thresholds(threshold_grid(splits["val"][1], val_probs, labels), labels)
+    test_probs = final.model.predict(test_inputs, batch_size=config.batch_size, verbose=0)
+    metrics = write_report(
+        report_dir, labels=labels, histories=histories, val=(splits["val"][1], val_probs),
+        test=(splits["test"][1], test_probs), thresholds=thresholds,
+        samples=_report_samples(dataset_dir, test_probs, labels, thresholds),
+        compare_probs=compare if len(compare) > 1 else None)
+    params = {**config.model_dump(), "head": final.params.model_dump(),
+              "best_epoch": final.best_epoch}
+    atomic_write_json(join(report_dir, "sweep.json"), sweep_rows)
+    lineage = {"dataset_version": info.version, "backbone_id": embedded.backbone_id,
+               "params": params, "flow_run_id": flow_run_id}
+    export_model(model_dir, backbone_handle=config.backbone, head=final.model, labels=labels,
+                 thresholds=thresholds, metrics=metrics, lineage=lineage,
+                 image_size=config.image_size)
+    return TrainResult(model_dir, report_dir, metrics, params, embedded.backbone_id, sweep_rows)

@@ -1,0 +1,162 @@
+"""Training on cached features: seed equivalence, selection, determinism, fine-tune, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_hub as hub
+import tf_keras
+from typer.testing import CliRunner
+
+from flows.cli import app
+from storage.embeddings import EmbeddingCache
+from tasks.backbone import build_standin_backbone
+from tasks.embed import embed_dataset
+from tasks.images import decode_image
+from tasks.model import build_head, macro_f1, macro_soft_f1
+from tasks.shards import read_records
+from tasks.train import (
+    HeadParams,
+    TrainConfig,
+    embeddings_root,
+    fine_tune,
+    fit_head,
+    split_labels,
+    train,
+)
+from tests.model_helpers import LABELS, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_standin_backbone(tmp_path_factory.mktemp("bb") / "standin")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "datasets")
+
+
+@pytest.fixture(scope="module")
+def features(dataset: Path, standin: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    root = str(tmp_path_factory.mktemp("emb"))
+    cache = EmbeddingCache(root, embed_dataset(str(dataset), root, str(standin)).backbone_id)
+    out = {}
+    for split in ("train", "val", "test"):
+        shas, y = split_labels(str(dataset), split)
+        out[split] = (cache.read(shas), y)
+    return out
+
+
+def test_cached_features_train_exactly_like_the_seed_model(
+        dataset: Path, standin: Path, features: dict) -> None:
+    """Same initial weights, same batches: the seed's in-model backbone gives the same losses."""
+    config = TrainConfig(backbone=str(standin), batch_size=8, seed=3, early_stopping=False)
+    params = HeadParams(learning_rate=1e-3, epochs=3, hidden=32)
+    ours = fit_head(features["train"], features["val"], params, config)
+
+    tf_keras.utils.set_random_seed(config.seed)  # the head fit_head starts from
+    initial = build_head(len(LABELS), 32).get_weights()
+    seed_model = tf_keras.Sequential([  # the seed, as written: hub layer inside the model
+        hub.KerasLayer(str(standin), trainable=False, input_shape=(224, 224, 3)),
+        tf_keras.layers.Dense(32, activation="relu", name="hidden_layer"),
+        tf_keras.layers.Dense(len(LABELS), activation="sigmoid", name="output"),
+    ])
+    seed_model.layers[1].set_weights(initial[:2])
+    seed_model.layers[2].set_weights(initial[2:])
+    seed_model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=macro_soft_f1)
+    images = (read_records(str(dataset), "train")
+              .map(lambda r: (decode_image(r["image"]), r["labels"]))
+              .cache().shuffle(config.shuffle_buffer, seed=config.seed).batch(8))
+    seed_losses = seed_model.fit(images, epochs=3, verbose=0).history["loss"]
+
+    np.testing.assert_allclose(ours.history["loss"], seed_losses, rtol=1e-4)
+    assert seed_losses[0] != seed_losses[-1]  # it did train
+    seed_head = seed_model.layers[1].get_weights() + seed_model.layers[2].get_weights()
+    for a, b in zip(ours.model.get_weights(), seed_head, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)  # Adam amplifies float noise
+
+
+def test_same_seed_same_model_and_early_stopping_keeps_the_best_epoch(features: dict) -> None:
+    config = TrainConfig(backbone="unused", batch_size=16, seed=1, patience=2)
+    params = HeadParams(learning_rate=3e-3, epochs=12, hidden=16)
+    first = fit_head(features["train"], features["val"], params, config)
+    second = fit_head(features["train"], features["val"], params, config)
+    assert first.history == second.history
+    scores = first.history["val_macro_f1"]
+    assert first.best_epoch == int(np.argmax(scores)) + 1
+    val_x, val_y = features["val"]
+    # the restored weights are the best epoch's: whole-split val F1 recomputes to its score
+    assert macro_f1(val_y, first.model.predict(val_x, verbose=0)) == pytest.approx(max(scores))
+
+
+def test_default_embedding_cache_lives_beside_datasets(tmp_path: Path) -> None:
+    dataset_dir = str(tmp_path / "data" / "datasets" / "v1")
+    assert embeddings_root(dataset_dir, TrainConfig()) == str(tmp_path / "data" / "embeddings")
+    assert embeddings_root("memory://root/datasets/v1", TrainConfig()) == "memory://root/embeddings"
+    assert embeddings_root("x", TrainConfig(embeddings_root="/cache")) == "/cache"
+
+
+def test_fine_tune_changes_only_the_top_blocks_and_the_head(
+        dataset: Path, standin: Path, features: dict) -> None:
+    config = TrainConfig(backbone=str(standin), batch_size=16, fine_tune_blocks=1,
+                         fine_tune_learning_rate=1e-2, fine_tune_epochs=1, early_stopping=False)
+    head = fit_head(features["train"], features["val"], HeadParams(epochs=1, hidden=8), config)
+    head_before = [w.copy() for w in head.model.get_weights()]
+    tuned = fine_tune(str(dataset), head, features["val"][1], config)
+    layer = next(x for x in tuned.model.layers if isinstance(x, hub.KerasLayer))
+    before = {v.name: v.numpy() for v in tf.saved_model.load(str(standin)).variables}
+    changed = {v.name for v in layer.weights if not np.array_equal(v.numpy(), before[v.name])}
+    assert changed == {"block_4_expand/kernel:0", "block_4_depthwise/depthwise_kernel:0",
+                       "block_4_project/kernel:0", "Conv_1/kernel:0"}
+    assert not any(np.array_equal(a, b) for a, b in zip(
+        head_before, head.model.get_weights(), strict=True))
+    assert len(tuned.history["val_macro_f1"]) == 1
+
+
+def test_train_with_sweep_writes_model_report_and_picks_the_best(
+        dataset: Path, standin: Path, tmp_path: Path) -> None:
+    config = TrainConfig(backbone=str(standin), embeddings_root=str(tmp_path / "emb"),
+                         batch_size=16, sweep=True, sweep_learning_rates=[1e-3, 1e-2],
+                         sweep_hidden=[16], sweep_dropout=[0.0], sweep_losses=["soft_f1"],
+                         sweep_epochs=4, patience=2)
+    steps: list[str] = []
+    result = train(str(dataset), str(tmp_path / "run"), config,
+                   progress=lambda step, done, total: steps.append(step))
+    assert {"embed", "sweep"} <= set(steps)
+    assert (Path(result.model_dir) / "saved_model.pb").is_file()
+    report = Path(result.report_dir)
+    assert json.loads((report / "sweep.json").read_text()) == result.sweep
+    assert len(result.sweep) == 2
+    best = max(result.sweep, key=lambda row: row["val_macro_f1"])
+    assert result.params["head"]["learning_rate"] == best["learning_rate"]
+    assert result.metrics["val"]["macro_f1"] == pytest.approx(best["val_macro_f1"])
+    assert set(result.metrics["val"]["per_label"]) == set(LABELS)
+    lineage = json.loads((Path(result.model_dir) / "assets" / "lineage.json").read_text())
+    assert lineage["dataset_version"] == "tiny0000"
+    assert lineage["backbone_handle"] == str(standin)
+    with pytest.raises(FileExistsError, match="already exists"):
+        train(str(dataset), str(tmp_path / "run"), config)
+
+
+def test_cli_train_runs_and_reports_bad_input(dataset: Path, standin: Path,
+                                              tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["train", "--dataset", str(dataset), "--out", str(tmp_path / "r"),
+                             "--backbone", str(standin), "--epochs", "2", "--batch-size", "16",
+                             "--lr", "1e-3", "--hidden", "8",
+                             "--embeddings", str(tmp_path / "emb")])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.strip().endswith(str(tmp_path / "r" / "model"))
+    missing = runner.invoke(app, ["train", "--dataset", str(tmp_path / "nope"), "--out",
+                                  str(tmp_path / "r2"), "--backbone", str(standin)])
+    assert missing.exit_code == 2 and "not a dataset version" in missing.output
+    bad = runner.invoke(app, ["train", "--dataset", str(dataset), "--out", str(tmp_path / "r3"),
+                              "--backbone", str(tmp_path)])
+    assert bad.exit_code == 2 and "holds no saved_model.pb" in bad.output
+    assert "Traceback" not in missing.output + bad.output
