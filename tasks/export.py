@@ -1,0 +1,197 @@
+"""Export the whole model (backbone + head) as a self-contained SavedModel, and predict with it.
+
+The SavedModel serves raw encoded posters: `serving_default(images: string[b])` decodes them
+in the graph with `tasks.images.decode_image` (the very function training used), runs the
+backbone and the head, and applies the per-label thresholds tuned on val. It returns
+`probabilities` float32 [b, n] and `genres` string [b, n]: the predicted genre names, most
+probable first, padded with "". `serving_images(images: float32[b, size, size, 3])` does the
+same from decoded pixels in [0, 1]. Labels, thresholds, metrics and lineage ship inside as
+assets, so the folder alone (with only TensorFlow installed) is enough to serve or audit it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from storage.fs import atomic_write_json, join, read_json, staged_dir, url_to_fs
+from tasks.images import IMAGE_SIZE, decode_image
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    import tf_keras
+
+log = logging.getLogger(__name__)
+
+ASSETS = ("labels", "thresholds", "metrics", "lineage")  # assets/<name>.json inside the model
+UNTUNED_THRESHOLD = 0.5
+
+
+def code_revision() -> str:
+    """`git describe` of the code that runs (with -dirty for local edits), else "unknown"."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def full_thresholds(labels: Sequence[str], thresholds: Mapping[str, float]) -> dict[str, float]:
+    """A threshold for every label (0.5 where untuned); unknown names or values off [0, 1] fail."""
+    unknown = sorted(set(thresholds) - set(labels))
+    if unknown:
+        raise ValueError(f"thresholds name labels the model does not have: {unknown}")
+    bad = {k: v for k, v in thresholds.items() if not 0.0 <= float(v) <= 1.0}
+    if bad:
+        raise ValueError(f"thresholds must lie in [0, 1], got {bad}")
+    return {name: float(thresholds.get(name, UNTUNED_THRESHOLD)) for name in labels}
+
+
+def image_model(
+    backbone_handle: str, head: tf_keras.Model, image_size: int = IMAGE_SIZE
+) -> tf_keras.Model:
+    """Images -> probabilities: the frozen backbone then the head.
+
+    A head that already takes images (fine-tune mode, backbone inside) is used as it is.
+    """
+    import tf_keras
+
+    from tasks.backbone import backbone_layer
+
+    if len(head.inputs[0].shape) == 4:
+        return head
+    images = tf_keras.Input((image_size, image_size, 3), name="images")
+    features = backbone_layer(backbone_handle, trainable=False)(images, training=False)
+    return tf_keras.Model(images, head(features, training=False), name="poster_genres")
+
+
+def predicted_genres(probs: tf.Tensor, thresholds: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """string [b, n]: labels with probability > threshold, most probable first, padded with ""."""
+    import tensorflow as tf
+
+    chosen = probs > thresholds
+    order = tf.argsort(tf.where(chosen, probs, -1.0), axis=-1, direction="DESCENDING",
+                       stable=True)
+    names = tf.gather(labels, order)
+    return tf.where(tf.gather(chosen, order, batch_dims=1), names, "")
+
+
+def serving_module(
+    model: tf_keras.Model, labels: Sequence[str], thresholds: Sequence[float], image_size: int,
+    asset_paths: Sequence[str],
+) -> tf.Module:
+    """The tf.Module that is saved: the model, its assets and the two serving signatures."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = model
+    module.assets = [tf.saved_model.Asset(p) for p in asset_paths]
+    label_names = tf.constant(list(labels), tf.string)
+    cutoffs = tf.constant(list(thresholds), tf.float32)
+    pixels = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+
+    @tf.function(input_signature=[pixels])
+    def serving_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        probs = model(images, training=False)
+        return {"probabilities": probs, "genres": predicted_genres(probs, cutoffs, label_names)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        decoded = tf.map_fn(lambda b: decode_image(b, image_size), images,
+                            fn_output_signature=tf.TensorSpec(pixels.shape[1:], tf.float32))
+        return serving_images(decoded)
+
+    module.serving_default, module.serving_images = serving_default, serving_images
+    return module
+
+
+def export_model(
+    out_dir: str | Path,
+    *,
+    backbone_handle: str,
+    head: tf_keras.Model,
+    labels: list[str],
+    thresholds: dict[str, float],
+    metrics: dict,
+    lineage: dict,
+    image_size: int = IMAGE_SIZE,
+) -> Path:
+    """Write backbone + head + signatures + assets as one SavedModel, staged then renamed."""
+    import tensorflow as tf
+
+    out = Path(out_dir)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists: export to a new folder (models are "
+                              "immutable)")
+    n_out = head.outputs[0].shape[-1]
+    if n_out != len(labels):
+        raise ValueError(f"the head predicts {n_out} labels, but {len(labels)} label names "
+                         "were given")
+    cutoffs = full_thresholds(labels, thresholds)
+    assets = {
+        "labels": {"labels": list(labels)},
+        "thresholds": cutoffs,
+        "metrics": metrics,
+        "lineage": {"backbone_handle": backbone_handle, "code_revision": code_revision(),
+                    "exported_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "tensorflow_version": tf.__version__, "image_size": image_size, **lineage},
+    }
+    model = image_model(backbone_handle, head, image_size)
+    with tempfile.TemporaryDirectory() as tmp, staged_dir(out) as stage:
+        paths = [join(tmp, f"{name}.json") for name in ASSETS]
+        for path, name in zip(paths, ASSETS, strict=True):
+            atomic_write_json(path, assets[name])
+        module = serving_module(model, labels, [cutoffs[n] for n in labels], image_size, paths)
+        tf.saved_model.save(module, stage, signatures={
+            "serving_default": module.serving_default,
+            "serving_images": module.serving_images,
+        })
+    log.info("exported %d-label model to %s", len(labels), out)
+    return out
+
+
+def load_model_assets(model_dir: str | Path) -> dict[str, Any]:
+    """The JSON assets of an exported model: labels (list), thresholds, metrics, lineage."""
+    assets = {name: read_json(join(str(model_dir), "assets", f"{name}.json")) for name in ASSETS}
+    assets["labels"] = assets["labels"]["labels"]
+    return assets
+
+
+def predict_files(model_dir: str | Path, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Predict each image file through the model's serving signature: file, genres, probabilities.
+
+    A file that cannot be read or decoded yields {"file", "error"} instead of stopping the rest.
+    """
+    import tensorflow as tf
+
+    labels = load_model_assets(model_dir)["labels"]
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            fs, inner = url_to_fs(path)
+            data = fs.cat_file(inner)
+            out = serve(images=tf.constant([data]))
+        except OSError as exc:
+            results.append({"file": str(path), "error": f"cannot read the file: {exc}"})
+            continue
+        except tf.errors.InvalidArgumentError:
+            results.append({"file": str(path), "error": f"not a decodable JPEG/PNG/GIF/BMP/WebP "
+                                                        f"image ({len(data)} bytes)"})
+            continue
+        probs = out["probabilities"].numpy()[0]
+        results.append({
+            "file": str(path),
+            "genres": [g.decode() for g in out["genres"].numpy()[0] if g],
+            "probabilities": {name: round(float(p), 6) for name, p in zip(labels, probs,
+                                                                          strict=True)},
+        })
+    return results
