@@ -50,8 +50,12 @@ def temp_name(final: str) -> str:
     )
 
 
-def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` so that `url` appears complete or not at all."""
+def atomic_write_bytes(url: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+    """Write `data` so that `url` appears complete or not at all.
+
+    `durable=False` skips the fsync: for many small files made durable later by one
+    `os.sync()` (the poster store), where an fsync per file costs more than the write.
+    """
     fs, path = url_to_fs(url)
     if not isinstance(fs, LocalFileSystem):
         fs.pipe_file(path, data)
@@ -61,8 +65,9 @@ def atomic_write_bytes(url: str | os.PathLike[str], data: bytes) -> None:
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -75,22 +75,13 @@ class PosterStore:
         """
         sha256 = fs.sha256_bytes(data)
         target = self.path(sha256)
-        if not self._local:
-            if not fs.exists(target):
-                fs.atomic_write_bytes(target, data)
-            return sha256
-        with contextlib.suppress(FileNotFoundError):
-            if os.path.getsize(target) == len(data):
-                return sha256
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = fs.temp_name(target)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        finally:
+        if self._local:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                if os.path.getsize(target) == len(data):
+                    return sha256
+        elif fs.exists(target):
+            return sha256
+        fs.atomic_write_bytes(target, data, durable=False)
         return sha256
 
     def append_index(self, rows: list[dict[str, Any]]) -> str | None:
