@@ -114,6 +114,11 @@ def block_index(variable_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# He initialisation keeps a random ReLU network's activations at a usable scale (the Glorot
+# default shrinks them ~10x per block, leaving features too small for a head to learn from).
+HE = "he_normal"
+
+
 def build_standin_backbone(
     path: str | os.PathLike[str], output_dim: int = 1280, image_size: int = 224, seed: int = 0
 ) -> Path:
@@ -129,15 +134,19 @@ def build_standin_backbone(
     tf_keras.utils.set_random_seed(seed)
     inputs = tf_keras.Input((image_size, image_size, 3), name="inputs")
     x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)
-    x = layers.Conv2D(8, 3, strides=4, padding="same", use_bias=False, name="Conv1")(x)
+    x = layers.Conv2D(8, 3, strides=4, padding="same", use_bias=False, name="Conv1",
+                      kernel_initializer=HE)(x)
     x = layers.BatchNormalization(name="bn_Conv1")(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     for i, (channels, stride) in enumerate([(8, 1), (16, 2), (16, 1), (24, 2)], start=1):
         x = _inverted_residual(x, i, channels, stride)
-    x = layers.Conv2D(output_dim, 1, use_bias=False, name="Conv_1")(x)
+    x = layers.Conv2D(output_dim, 1, use_bias=False, name="Conv_1", kernel_initializer=HE)(x)
     x = layers.BatchNormalization(name="Conv_1_bn")(x)
     x = layers.ReLU(6.0, name="out_relu")(x)
-    outputs = layers.GlobalAveragePooling2D(name="feature_vector")(x)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    # Random weights give tiny, nearly equal features; normalising each vector to unit
+    # variance leaves the differences between posters large enough for a head to learn.
+    outputs = layers.LayerNormalization(center=False, scale=False, name="feature_vector")(x)
     model = tf_keras.Model(inputs, outputs, name="standin_mobilenet_v2")
     tf.saved_model.save(model, str(path))
     return Path(path)
@@ -148,14 +157,16 @@ def _inverted_residual(x: Any, index: int, channels: int, stride: int, expansion
     from tf_keras import layers
 
     name = f"block_{index}_"
-    y = layers.Conv2D(x.shape[-1] * expansion, 1, use_bias=False, name=name + "expand")(x)
+    y = layers.Conv2D(x.shape[-1] * expansion, 1, use_bias=False, name=name + "expand",
+                      kernel_initializer=HE)(x)
     y = layers.BatchNormalization(name=name + "expand_BN")(y)
     y = layers.ReLU(6.0, name=name + "expand_relu")(y)
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
-                               name=name + "depthwise")(y)
+                               name=name + "depthwise", depthwise_initializer=HE)(y)
     y = layers.BatchNormalization(name=name + "depthwise_BN")(y)
     y = layers.ReLU(6.0, name=name + "depthwise_relu")(y)
-    y = layers.Conv2D(channels, 1, use_bias=False, name=name + "project")(y)
+    y = layers.Conv2D(channels, 1, use_bias=False, name=name + "project",
+                      kernel_initializer=HE)(y)
     y = layers.BatchNormalization(name=name + "project_BN")(y)
     if stride == 1 and x.shape[-1] == channels:
         y = layers.Add(name=name + "add")([x, y])

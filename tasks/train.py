@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,6 +96,10 @@ class TrainConfig(BaseModel):
     fine_tune_learning_rate: float = Field(1e-5, gt=0, description="Fine-tune Adam rate.")
     fine_tune_epochs: int = Field(3, ge=1, description="Fine-tune epochs.")
     embed_batch_size: int = Field(64, ge=1, description="Backbone batch size when embedding.")
+    distribution: Literal["default", "mirrored", "multi_worker_mirrored"] = Field(
+        "default", description="tf.distribute strategy for training: 'default' (one device: "
+        "the GPU when there is one), 'mirrored' (every local GPU), 'multi_worker_mirrored' "
+        "(several machines; reads TF_CONFIG).")
 
 
 @dataclass
@@ -176,6 +180,18 @@ def fit(model: tf_keras.Model, train_data: tf.data.Dataset, val: tuple[Any, np.n
     return {k: [float(v) for v in vs] for k, vs in history.items()}, best + 1, scores[best]
 
 
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy named by `TrainConfig.distribution`."""
+    import tensorflow as tf
+
+    strategies = {
+        "default": tf.distribute.get_strategy,
+        "mirrored": tf.distribute.MirroredStrategy,
+        "multi_worker_mirrored": tf.distribute.MultiWorkerMirroredStrategy,
+    }
+    return strategies[name]()
+
+
 def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: TrainConfig,
              on_epoch: Callable[[int], None] = lambda _: None) -> FitResult:
     """Train one head on cached features (deterministic given `config.seed`)."""
@@ -183,9 +199,10 @@ def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: T
 
     tf_keras.utils.set_random_seed(config.seed)
     x, y = train_split
-    head = build_head(y.shape[1], params.hidden, params.dropout, input_dim=x.shape[1])
-    head.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
-                 loss=get_loss(params.loss))
+    with distribution_strategy(config.distribution).scope():
+        head = build_head(y.shape[1], params.hidden, params.dropout, input_dim=x.shape[1])
+        head.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
+                     loss=get_loss(params.loss))
     data = features_dataset(x, y, config.batch_size, config.shuffle_buffer, config.seed)
     history, best, score = fit(head, data, val_split, params.loss, epochs=params.epochs,
                                config=config, on_epoch=on_epoch)
@@ -279,14 +296,15 @@ def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: 
 
     from tasks.shards import make_dataset
 
-    layer = backbone_layer(config.backbone, trainable=True)
-    images = tf_keras.Input((config.image_size, config.image_size, 3), name="images")
-    head = head_fit.model
-    outputs = head(layer(images, training=False))  # BatchNorm in inference mode
-    update = top_block_variables(layer.trainable_weights, config.fine_tune_blocks)
-    model = _partly_trainable_model(images, outputs, [*update, *head.trainable_weights])
-    model.compile(optimizer=tf_keras.optimizers.Adam(config.fine_tune_learning_rate),
-                  loss=get_loss(head_fit.params.loss))
+    with distribution_strategy(config.distribution).scope():
+        layer = backbone_layer(config.backbone, trainable=True)
+        images = tf_keras.Input((config.image_size, config.image_size, 3), name="images")
+        head = head_fit.model
+        outputs = head(layer(images, training=False))  # BatchNorm in inference mode
+        update = top_block_variables(layer.trainable_weights, config.fine_tune_blocks)
+        model = _partly_trainable_model(images, outputs, [*update, *head.trainable_weights])
+        model.compile(optimizer=tf_keras.optimizers.Adam(config.fine_tune_learning_rate),
+                      loss=get_loss(head_fit.params.loss))
     log.info("fine-tuning %d backbone variables (top %d blocks) and the head",
              len(update), config.fine_tune_blocks)
     tf_keras.utils.set_random_seed(config.seed)

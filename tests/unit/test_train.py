@@ -75,11 +75,15 @@ def test_cached_features_train_exactly_like_the_seed_model(
               .cache().shuffle(config.shuffle_buffer, seed=config.seed).batch(8))
     seed_losses = seed_model.fit(images, epochs=3, verbose=0).history["loss"]
 
-    np.testing.assert_allclose(ours.history["loss"], seed_losses, rtol=1e-4)
+    # float32 tolerance: the backbone runs at another batch size when embedding (other
+    # oneDNN kernels), and the stand-in's final normalisation amplifies that rounding.
+    np.testing.assert_allclose(ours.history["loss"], seed_losses, rtol=1e-3)
     assert seed_losses[0] != seed_losses[-1]  # it did train
     seed_head = seed_model.layers[1].get_weights() + seed_model.layers[2].get_weights()
     for a, b in zip(ours.model.get_weights(), seed_head, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)  # Adam amplifies float noise
+        # Adam's step is ~lr * sign(gradient): float noise on a near-zero gradient can flip
+        # one step, so weights agree to within one step (lr = 1e-3).
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
 def test_same_seed_same_model_and_early_stopping_keeps_the_best_epoch(features: dict) -> None:
@@ -93,6 +97,16 @@ def test_same_seed_same_model_and_early_stopping_keeps_the_best_epoch(features: 
     val_x, val_y = features["val"]
     # the restored weights are the best epoch's: whole-split val F1 recomputes to its score
     assert macro_f1(val_y, first.model.predict(val_x, verbose=0)) == pytest.approx(max(scores))
+
+
+def test_mirrored_strategy_trains_like_the_default_one(features: dict) -> None:
+    params = HeadParams(learning_rate=3e-3, epochs=3, hidden=16)
+    plain = fit_head(features["train"], features["val"], params,
+                     TrainConfig(backbone="unused", batch_size=16, seed=1, early_stopping=False))
+    mirrored = fit_head(features["train"], features["val"], params,
+                        TrainConfig(backbone="unused", batch_size=16, seed=1,
+                                    early_stopping=False, distribution="mirrored"))
+    np.testing.assert_allclose(mirrored.history["loss"], plain.history["loss"], rtol=1e-4)
 
 
 def test_default_embedding_cache_lives_beside_datasets(tmp_path: Path) -> None:
