@@ -1,0 +1,198 @@
+"""One validated pydantic model per flow, composed of the stage configs.
+
+The Prefect UI renders each model as a typed form (the field descriptions become help
+text); `posterflow run --config FILE --param a.b=c` builds the same model from YAML/JSON
+plus dotted overrides. Flows never read environment variables: everything they need
+arrives here. Only `deployments/` knows environments.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.fs import join, read_json
+from tasks.catalog import CatalogConfig
+from tasks.fetch import FetchConfig
+from tasks.shards import ShardConfig
+from tasks.train import TrainConfig
+
+
+class StorageConfig(BaseModel):
+    """Where every stage writes: one root, local or any fsspec URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_root: str = Field(
+        "posterflow-data",
+        description="Root of all outputs: a local folder or an fsspec URL (s3://bucket/data). "
+        "catalogs/, posters/, datasets/, embeddings/, runs/ and registry/ live under it.",
+    )
+
+    def path(self, *parts: str) -> str:
+        """A location under the data root."""
+        return join(self.data_root, *parts)
+
+
+class ScaleOutConfig(BaseModel):
+    """How the fan-out stages run: threads by default, Dask as an option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="Task runner for the fan-out stages: 'threads' (one process) or 'dask' "
+        "(needs the `dask` extra; a local cluster unless dask_address is set).",
+    )
+    max_workers: int = Field(4, ge=1, le=256, description="Threads or Dask workers.")
+    fetch_chunks: int = Field(
+        4, ge=1, le=4096, description="The catalog is fetched as this many disjoint chunks, "
+        "one Prefect task each (each with its own event loop and HTTP session).",
+    )
+    dask_address: str | None = Field(
+        None, description="Address of an existing Dask scheduler (tcp://host:8786); "
+        "None starts a local cluster.",
+    )
+
+
+class RegistryConfig(BaseModel):
+    """Registration of the trained model through the promotion gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str | None = Field(
+        None, description="Model registry root (TF Serving watches ROOT/MODEL_NAME/); "
+        "default DATA_ROOT/registry.",
+    )
+    model_name: str = Field(
+        "posterflow", pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Registry model name: versions go to ROOT/MODEL_NAME/VERSION/.",
+    )
+    margin: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="A candidate becomes champion only if its test macro F1 beats the "
+        "champion's on the same split by at least this much.",
+    )
+    force: bool = Field(False, description="Promote the candidate even if the gate refuses.")
+
+
+class IngestConfig(BaseModel):
+    """The `ingest` flow: catalog -> validate -> fetch -> shards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog_csv: str = Field(
+        description="MovieGenre.csv to ingest: a local path or fsspec URL.",
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig,
+                                   description="Output roots.")
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig,
+                                   description="Validation, label and split rules.")
+    fetch: FetchConfig = Field(default_factory=FetchConfig,
+                               description="Poster download settings.")
+    shards: ShardConfig = Field(default_factory=ShardConfig,
+                                description="TFRecord shard settings.")
+    scale: ScaleOutConfig = Field(default_factory=ScaleOutConfig,
+                                  description="Fan-out and task runner.")
+
+
+class TrainFlowConfig(BaseModel):
+    """The `train` flow: embed -> train -> evaluate -> export -> register."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_dir: str = Field(
+        description="Dataset version folder to train on (DATA_ROOT/datasets/VERSION).",
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig,
+                                   description="Output roots.")
+    train: TrainConfig = Field(default_factory=TrainConfig,
+                               description="Backbone, head and training settings.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig,
+                                     description="Registry and promotion gate.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
+        "was used).",
+    )
+
+
+class RetrainConfig(BaseModel):
+    """The `retrain` flow: ingest, then train on the dataset it produced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog_csv: str = Field(
+        description="MovieGenre.csv to ingest: a local path or fsspec URL.",
+    )
+    storage: StorageConfig = Field(default_factory=StorageConfig,
+                                   description="Output roots.")
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig,
+                                   description="Validation, label and split rules.")
+    fetch: FetchConfig = Field(default_factory=FetchConfig,
+                               description="Poster download settings.")
+    shards: ShardConfig = Field(default_factory=ShardConfig,
+                                description="TFRecord shard settings.")
+    scale: ScaleOutConfig = Field(default_factory=ScaleOutConfig,
+                                  description="Fan-out and task runner.")
+    train: TrainConfig = Field(default_factory=TrainConfig,
+                               description="Backbone, head and training settings.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig,
+                                     description="Registry and promotion gate.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
+        "was used).",
+    )
+
+    def ingest_config(self) -> IngestConfig:
+        """The ingest half of this run."""
+        return IngestConfig(**{k: getattr(self, k) for k in IngestConfig.model_fields})
+
+    def train_config(self, dataset_dir: str) -> TrainFlowConfig:
+        """The train half of this run, on the dataset ingest produced."""
+        sections = {k: getattr(self, k) for k in TrainFlowConfig.model_fields if k != "dataset_dir"}
+        return TrainFlowConfig(dataset_dir=dataset_dir, **sections)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `data["a"]["b"] = value` for `dotted="a.b"`, creating sections as needed."""
+    *sections, leaf = dotted.split(".")
+    node = data
+    for name in sections:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"cannot set {dotted!r}: {name!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value parsed as a YAML scalar/list: 5, true, [1, 2], text)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE (e.g. train.epochs=5), got {text!r}")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config_data(path: str | os.PathLike[str] | None, overrides: list[str]) -> dict[str, Any]:
+    """Read a YAML/JSON config file (or start empty) and apply `key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        suffix = Path(path).suffix.lower()
+        data = read_json(path) if suffix == ".json" else _read_yaml(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config sections, got "
+                             f"{type(data).__name__}")
+    for item in overrides:
+        set_dotted(data, *parse_override(item))
+    return data
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML file (empty file -> empty mapping)."""
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}

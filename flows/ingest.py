@@ -1,0 +1,44 @@
+"""The `ingest` flow: catalog -> validate -> fetch (fanned out over chunks) -> shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, unmapped
+
+from flows import steps
+from flows.config import IngestConfig
+from flows.runners import task_runner
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingest produced: the catalog folder, the poster store and the dataset version."""
+
+    catalog_dir: str
+    data_docs: str
+    store_root: str
+    dataset_dir: str
+    fetch_outcomes: dict[str, int]
+
+
+@flow(name="fetch")
+def fetch(catalog_dir: str, store_root: str, config: IngestConfig) -> dict[str, int]:
+    """Fetch the catalog's posters as `scale.fetch_chunks` concurrent chunks, then compact."""
+    store = steps.prepare_store(store_root)
+    chunks = [(i, config.scale.fetch_chunks) for i in range(config.scale.fetch_chunks)]
+    fetched = steps.fetch_chunk.map(unmapped(catalog_dir), unmapped(store),
+                                    unmapped(config.fetch), chunks)
+    return steps.compact_index(store, fetched.result())
+
+
+@flow(name="ingest")
+def ingest(config: IngestConfig) -> IngestResult:
+    """Validate the catalog, fetch its posters and build an immutable dataset version."""
+    storage = config.storage
+    catalog = steps.validate_catalog(config.catalog_csv, storage.path("catalogs"), config.catalog)
+    store = storage.path("posters")
+    outcomes = fetch.with_options(task_runner=task_runner(config.scale))(
+        catalog.out_dir, store, config)
+    dataset = steps.build_dataset(catalog.out_dir, store, storage.path("datasets"), config.shards)
+    return IngestResult(catalog.out_dir, catalog.data_docs_index, store, dataset.path, outcomes)

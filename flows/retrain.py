@@ -1,0 +1,27 @@
+"""The `retrain` flow: ingest, then train on the dataset it produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow
+
+from flows.config import RetrainConfig
+from flows.ingest import IngestResult, ingest
+from flows.train import TrainFlowResult, train
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """Both halves' results."""
+
+    ingest: IngestResult
+    train: TrainFlowResult
+
+
+@flow(name="retrain")
+def retrain(config: RetrainConfig) -> RetrainResult:
+    """Catalog -> fetch -> shards -> embed -> train -> evaluate -> export -> register."""
+    ingested = ingest(config.ingest_config())
+    trained = train(config.train_config(ingested.dataset_dir))
+    return RetrainResult(ingested, trained)

@@ -1,0 +1,74 @@
+"""Run the retrain flow in-process and summarise what each stage did (for `run` and `demo`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from flows.config import RetrainConfig
+    from flows.retrain import RetrainResult
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One flow run: its id and final state, each task's state, the result or the error."""
+
+    flow_run_id: str
+    state: str
+    stages: list[tuple[str, str]] = field(default_factory=list)
+    result: RetrainResult | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (paths, metrics, stage states)."""
+        out: dict[str, Any] = {"flow_run_id": self.flow_run_id, "state": self.state,
+                               "stages": [list(s) for s in self.stages], "error": self.error}
+        if self.result is not None:
+            ingest, train = self.result.ingest, self.result.train
+            out.update(
+                catalog_dir=ingest.catalog_dir, data_docs=ingest.data_docs,
+                dataset_dir=ingest.dataset_dir, fetch_outcomes=ingest.fetch_outcomes,
+                model_dir=train.model_dir, report_dir=train.report_dir,
+                registry_path=train.registry_path, version=train.version, alias=train.alias,
+                val_macro_f1=train.metrics.get("val", {}).get("macro_f1"),
+                test_macro_f1=train.metrics.get("test", {}).get("macro_f1"),
+            )
+        return out
+
+
+def run_retrain(config: RetrainConfig) -> RunSummary:
+    """Run `retrain` on the current Prefect API (the ephemeral server when none is set)."""
+    from flows.retrain import retrain
+
+    state = retrain(config, return_state=True)
+    run_id = state.state_details.flow_run_id
+    stages = stage_states(run_id) if run_id else []
+    if state.is_completed():
+        return RunSummary(str(run_id), str(state.name), stages, result=state.result())
+    return RunSummary(str(run_id), str(state.name), stages, error=state.message)
+
+
+def stage_states(flow_run_id: UUID) -> list[tuple[str, str]]:
+    """(task run name, state name) of every task in a flow run and its subflows, in order."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        ids, frontier = [flow_run_id], [flow_run_id]
+        while frontier:
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+            frontier = [child.id for child in children]
+            ids += frontier
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
+    return [(run.name, str(run.state.name) if run.state else "?") for run in runs]

@@ -1,0 +1,140 @@
+"""The retrain flow end to end on a tiny generated set, and resume after a SIGKILL.
+
+Real components only: generated posters served over HTTP by `posterflow mirror`, the GX
+catalog stage, aiohttp fetch, TFRecord shards, the tiny stand-in backbone, tf_keras
+training, the SavedModel export and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.config import RetrainConfig
+from tests.flow_helpers import served_demo, stage_state, standin_backbone, tiny_config_data
+
+__all__ = ["served_demo", "standin_backbone"]  # fixtures used below
+pytestmark = pytest.mark.slow
+KILL_WAIT_S = 240
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's test harness, with task results (the caches) in a temporary folder."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    results = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}), \
+            prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _artifacts(keys: list[str]) -> dict[str, str]:
+    """Latest data of each artifact key."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=keys)))
+    return {a.key: a.data for a in found}
+
+
+def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_backbone,
+                                                 tmp_path):
+    import tensorflow as tf
+
+    from flows.runs import run_retrain
+    from storage.registry import Registry
+
+    data_root = tmp_path / "data"
+    config = RetrainConfig.model_validate(
+        tiny_config_data(served_demo.csv_path, data_root, standin_backbone))
+    first = run_retrain(config)
+    assert first.error is None, first.error
+    out = first.as_dict()
+    assert {state for _, state in first.stages} == {"Completed"}
+    assert (out["version"], out["alias"]) == (1, "champion")
+    assert out["fetch_outcomes"]["http_4xx"] == 1  # the demo's row without a poster file
+    assert Path(out["data_docs"]).is_file() and Path(out["report_dir"], "metrics.json").is_file()
+
+    arts = _artifacts(["catalog-validation", "fetch-outcomes", "model-report",
+                       "registered-model", "catalog-data-docs"])
+    assert set(arts) == {"catalog-validation", "fetch-outcomes", "model-report",
+                         "registered-model", "catalog-data-docs"}
+    assert "> integration test run" in arts["model-report"]
+    assert Path(out["report_dir"], "summary.md").read_text() == arts["model-report"]
+    assert "| label | precision | recall |" in arts["model-report"]
+    assert "missing_poster" in arts["catalog-validation"] or "rows" in arts["catalog-validation"]
+
+    registry = Registry(str(data_root / "registry"))
+    serve = tf.saved_model.load(registry.path("posterflow")).signatures["serving_default"]
+    poster = (Path(served_demo.posters_dir) / "1000000.jpg").read_bytes()
+    prediction = serve(images=tf.constant([poster]))
+    assert prediction["probabilities"].shape == (1, len(json.loads(
+        Path(out["catalog_dir"], "labels.json").read_text())["labels"]))
+
+    second = run_retrain(config)
+    assert second.error is None, second.error
+    for stage in ("validate-catalog", "fetch-posters", "build-dataset", "embed-posters",
+                  "train-model", "register-model"):
+        assert stage_state(second.stages, stage) == {"Cached"}, (stage, second.stages)
+    assert second.as_dict()["version"] == 1 and registry.versions("posterflow") == [1]
+
+
+def _run_env(tmp_path: Path) -> dict[str, str]:
+    """A `posterflow run` environment with its own Prefect home (ephemeral server, caches)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    return env
+
+
+def _posterflow_run(config: Path, env: dict[str, str], log: Path,
+                    stdout: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """Start `posterflow run --json` in its own process group (the flow + its API server)."""
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
+            env=env, stdout=stdout, stderr=err, start_new_session=True)
+
+
+def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, standin_backbone,
+                                                                 tmp_path):
+    data_root = tmp_path / "data"
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump(
+        tiny_config_data(served_demo.csv_path, data_root, standin_backbone)))
+    env, log = _run_env(tmp_path), tmp_path / "run.log"
+
+    victim = _posterflow_run(config, env, log, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while not list(data_root.glob("embeddings/*/part-*.parquet")):  # embedding has begun
+        assert victim.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the flow never reached the embed stage"
+        time.sleep(0.1)
+    os.killpg(victim.pid, signal.SIGKILL)  # the flow and its ephemeral API server
+    victim.wait()
+    assert not list(data_root.glob("registry/posterflow/[0-9]*"))
+
+    rerun = _posterflow_run(config, env, log)
+    stdout, _ = rerun.communicate(timeout=KILL_WAIT_S)
+    assert rerun.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads(stdout)
+    stages = summary["stages"]
+    for finished in ("validate-catalog", "fetch-posters", "build-dataset"):
+        assert stage_state(stages, finished) == {"Cached"}, (finished, stages)
+    for unfinished in ("train-model", "register-model"):
+        assert stage_state(stages, unfinished) == {"Completed"}, (unfinished, stages)
+    assert summary["version"] == 1
+    assert sorted(p.name for p in data_root.glob("registry/posterflow/[0-9]*")) == ["1"]

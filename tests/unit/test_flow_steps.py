@@ -1,0 +1,56 @@
+"""Plain helpers of the flow tasks: fetch staleness, validation table, markdown report."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from flows.steps import _fetch_stale, report_markdown, validation_rows
+
+
+def _fetch_result(tmp_path, outcomes):
+    report = tmp_path / "report.parquet"
+    report.write_bytes(b"x")
+    return SimpleNamespace(report_path=str(report), summary={"outcomes": outcomes})
+
+
+def test_fetch_chunk_with_transient_failures_is_redone(tmp_path):
+    assert _fetch_stale(_fetch_result(tmp_path, {"ok": 5, "http_4xx": 1})) is None
+    assert "transiently" in _fetch_stale(_fetch_result(tmp_path, {"ok": 5, "timeout": 2}))
+    gone = _fetch_result(tmp_path, {"ok": 5})
+    (tmp_path / "report.parquet").unlink()
+    assert "outputs missing" in _fetch_stale(gone)
+
+
+def test_validation_rows_list_checks_reasons_and_accepted():
+    summary = {
+        "expectations": [{"expectation": "expect_column_values_to_not_be_null",
+                          "column": "poster_url", "success": False, "unexpected_count": 2,
+                          "reject_reason": "missing_poster"}],
+        "by_reason": {"missing_poster": 2, "dropped_genre": 1},
+        "accepted": 97, "passed": True,
+    }
+    rows = validation_rows(summary)
+    assert rows[0] == {"check": "expect_column_values_to_not_be_null", "column": "poster_url",
+                       "success": False, "rows": 2, "reject reason": "missing_poster"}
+    assert {r["reject reason"]: r["rows"] for r in rows[1:3]} == {"missing_poster": 2,
+                                                                  "dropped_genre": 1}
+    assert rows[-1]["rows"] == 97
+
+
+def test_report_markdown_has_metrics_gate_labels_links_and_notes():
+    metrics = {"val": {"macro_f1": 0.5, "macro_f1_tuned": 0.6, "micro_f1": 0.55},
+               "test": {"macro_f1": 0.4, "per_label_tuned": {
+                   "Drama": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 3}}}}
+    registration = SimpleNamespace(model="posterflow", version=3, alias="challenger",
+                                   path="/r/posterflow/3",
+                                   decision=SimpleNamespace(reason="test macro F1 0.4 < 0.5"))
+    links = SimpleNamespace(model_dir="/runs/a/model", report_dir="/runs/a/report",
+                            data_docs="/c/data_docs/index.html")
+    md = report_markdown(metrics, registration, links, ["STAND-IN BACKBONE: not MobileNetV2"])
+    assert md.startswith("# posterflow v3 (challenger)")
+    assert "> STAND-IN BACKBONE" in md
+    assert "| val | 0.5000 | 0.6000 | 0.5500 |" in md
+    assert "| test | 0.4000 | - | - |" in md
+    assert "| Drama | 0.5000 | 1.0000 | 0.6667 | 3 |" in md
+    assert "**Gate:** test macro F1 0.4 < 0.5" in md
+    assert "`/c/data_docs/index.html`" in md and "`/r/posterflow/3`" in md
