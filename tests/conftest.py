@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POSTERFLOW_SHARED", REPO.parent / "shared"))
 
 
+_OWN_PREFECT_HOME = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    # Keep Prefect's database, settings and logs out of the developer's ~/.prefect.
-    os.environ.setdefault("PREFECT_HOME", str(REPO / ".pytest_cache" / "prefect-home"))
+    # A fresh Prefect home per session: no state carried between runs, nothing in ~/.prefect.
+    if "PREFECT_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="posterflow-prefect-home-")
+        config.stash[_OWN_PREFECT_HOME] = home
+        os.environ["PREFECT_HOME"] = home
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(_OWN_PREFECT_HOME, None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
