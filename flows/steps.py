@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120],
                               "retry_jitter_factor": 0.5}
-TRANSIENT_FETCH_OUTCOMES = ("http_5xx", "timeout", "connection_error")
+TRANSIENT_FETCH_OUTCOMES = ("http_5xx", "timeout", "connection_error", "truncated")
 PROGRESS_EVERY_S = 2.0
 
 

@@ -269,12 +269,22 @@ def _copy_hashing(
 
 
 def _remove_stale_staging(model_dir: str, max_age_s: float = STALE_STAGING_S) -> None:
-    """Delete staging folders left by killed registrations (old enough to be nobody's)."""
+    """Delete what killed writers left (staging folders, alias temp files) once old enough."""
     cutoff = time.time() - max_age_s
     for entry in os.scandir(model_dir):
-        if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < cutoff:
-            log.warning("removing stale staging folder %s", entry.path)
-            shutil.rmtree(entry.path, ignore_errors=True)
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:  # concurrent writers rename their staging folders and alias temp files away
+            mtime, is_dir = entry.stat().st_mtime, entry.is_dir()
+        except FileNotFoundError:
+            continue
+        if mtime < cutoff:
+            log.warning("removing stale staging entry %s", entry.path)
+            if is_dir:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 def _fsync(path: str) -> None:

@@ -258,3 +258,25 @@ def test_register_removes_only_stale_staging_folders(export: Export, tmp_path: P
     os.utime(old, (0, 0))
     Registry(tmp_path / "r").register(export(0.5), MODEL)
     assert not old.exists() and fresh.is_dir()
+
+
+def test_stale_staging_scan_tolerates_entries_renamed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer may rename its staging folder or alias temp file between scan and stat."""
+    mdir = tmp_path / MODEL
+    mdir.mkdir()
+    racing, old = mdir / ".tmp-aliases.json-racing", mdir / ".tmp-aliases.json-killed"
+    racing.write_text("{}")
+    old.write_text("{}")
+    os.utime(old, (0, 0))
+    real_scandir = os.scandir
+
+    def scandir_then_rename(path: str) -> list[os.DirEntry[str]]:
+        entries = list(real_scandir(path))
+        racing.rename(mdir / "aliases.json")  # published by the other writer after our listing
+        return entries
+
+    monkeypatch.setattr(reg.os, "scandir", scandir_then_rename)
+    reg._remove_stale_staging(str(mdir))
+    assert sorted(p.name for p in mdir.iterdir()) == ["aliases.json"]
