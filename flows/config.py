@@ -53,6 +53,10 @@ class ScaleOutConfig(BaseModel):
         4, ge=1, le=4096, description="The catalog is fetched as this many disjoint chunks, "
         "one Prefect task each (each with its own event loop and HTTP session).",
     )
+    shard_parts: int = Field(
+        2, ge=1, le=4096, description="The dataset's shards are written as this many parts "
+        "(shard index % parts), one Prefect task each, then published together.",
+    )
     dask_address: str | None = Field(
         None, description="Address of an existing Dask scheduler (tcp://host:8786); "
         "None starts a local cluster.",

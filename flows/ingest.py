@@ -1,4 +1,4 @@
-"""The `ingest` flow: catalog -> validate -> fetch (fanned out over chunks) -> shards."""
+"""The `ingest` flow: validate -> fetch (fanned out over chunks) -> shards (over parts)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect import flow, unmapped
 from flows import steps
 from flows.config import IngestConfig
 from flows.runners import task_runner
+from tasks.shards import DatasetResult
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,18 @@ def fetch(catalog_dir: str, store_root: str, config: IngestConfig) -> dict[str, 
     return steps.compact_index(store, fetched.result())
 
 
+@flow(name="shards")
+def shards(catalog_dir: str, store_root: str, datasets_root: str,
+           config: IngestConfig) -> DatasetResult:
+    """Plan the version, stage its shards as `scale.shard_parts` concurrent parts, publish."""
+    plan = steps.plan_dataset(catalog_dir, store_root, datasets_root, config.shards)
+    n = config.scale.shard_parts
+    parts = [] if plan.exists else steps.build_dataset_part.map(
+        unmapped(catalog_dir), unmapped(store_root), unmapped(datasets_root),
+        unmapped(config.shards), [(i, n) for i in range(n)]).result()
+    return steps.build_dataset(catalog_dir, store_root, datasets_root, config.shards, parts)
+
+
 @flow(name="ingest")
 def ingest(config: IngestConfig) -> IngestResult:
     """Validate the catalog, fetch its posters and build an immutable dataset version."""
@@ -40,5 +53,6 @@ def ingest(config: IngestConfig) -> IngestResult:
     store = storage.path("posters")
     outcomes = fetch.with_options(task_runner=task_runner(config.scale))(
         catalog.out_dir, store, config)
-    dataset = steps.build_dataset(catalog.out_dir, store, storage.path("datasets"), config.shards)
+    dataset = shards.with_options(task_runner=task_runner(config.scale))(
+        catalog.out_dir, store, storage.path("datasets"), config)
     return IngestResult(catalog.out_dir, catalog.data_docs_index, store, dataset.path, outcomes)

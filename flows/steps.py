@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from tasks.catalog import CatalogConfig, CatalogResult
     from tasks.embed import EmbedResult
     from tasks.fetch import FetchConfig, FetchResult
-    from tasks.shards import DatasetResult, ShardConfig
+    from tasks.shards import DatasetPlan, DatasetResult, ShardConfig, ShardPart
     from tasks.train import TrainConfig, TrainResult
 
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120],
@@ -155,15 +155,51 @@ def compact_index(store_root: str, fetched: list[FetchResult]) -> dict[str, Any]
     return totals
 
 
+@task(name="plan-dataset")
+def plan_dataset(catalog_dir: str, store_root: str, datasets_root: str,
+                 config: ShardConfig) -> DatasetPlan:
+    """Name the dataset version of these inputs (uncached: it says whether it still exists)."""
+    from tasks.shards import plan_dataset as run_plan
+
+    plan = run_plan(catalog_dir, store_root, datasets_root, config)
+    get_run_logger().info("dataset %s: %d shards, %s", plan.version, plan.shards,
+                          "already there" if plan.exists else f"staging in {plan.staging}")
+    return plan
+
+
+def _part_stale(part: ShardPart) -> str | None:
+    """A cached part is redone when it staged nothing or a shard it staged is gone.
+
+    Parts run only while the version is unpublished, so their shards must still be staged.
+    """
+    if not part.rows:
+        return "no shards staged"
+    return missing_outputs(lambda p: [join(p.staging, r["shard"]) for r in p.rows])(part)
+
+
+@task(name="build-dataset-part", task_run_name="build-dataset-part-{part[0]}-of-{part[1]}",
+      persist_result=True, cache_policy=StageCache(content={"store_root": poster_index_digest},
+                                                   stale=_part_stale))
+def build_dataset_part(catalog_dir: str, store_root: str, datasets_root: str,
+                       config: ShardConfig, part: tuple[int, int]) -> ShardPart:
+    """Stage one part of the version's shards (shards already staged are kept)."""
+    from tasks.shards import write_shard_part
+
+    result = write_shard_part(catalog_dir, store_root, datasets_root, config, part=part)
+    get_run_logger().info("dataset part %s: %d shards staged", part, len(result.rows))
+    return result
+
+
 @task(name="build-dataset", persist_result=True,
       cache_policy=StageCache(content={"store_root": poster_index_digest},
-                              stale=missing_outputs(lambda r: [r.path])))
+                              stale=missing_outputs(lambda r: [r.path]), ignore=("parts",)))
 def build_dataset(catalog_dir: str, store_root: str, datasets_root: str,
-                  config: ShardConfig) -> DatasetResult:
-    """Write (or find) the immutable dataset version for this catalog and poster set."""
-    from tasks.shards import build_dataset as run_build
+                  config: ShardConfig, parts: list[ShardPart]) -> DatasetResult:
+    """Publish (or find) the immutable dataset version from its staged parts."""
+    from tasks.shards import finalize_dataset
 
-    result = run_build(catalog_dir, store_root, datasets_root, config)
+    result = finalize_dataset(catalog_dir, store_root, datasets_root, config,
+                              [row for part in parts for row in part.rows])
     get_run_logger().info("dataset %s (%s): splits %s, left out %s", result.version,
                           "written" if result.created else "already there", result.splits,
                           result.left_out)

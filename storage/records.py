@@ -55,7 +55,8 @@ def serialize(record: PosterRecord) -> bytes:
             float_list=tf.train.FloatList(value=np.asarray(record.labels, np.float32).tolist())
         ),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)  # map keys sorted: the same bytes in every process
 
 
 def parse(serialized: tf.Tensor, n_labels: int) -> dict[str, tf.Tensor]:

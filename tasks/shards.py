@@ -3,23 +3,26 @@
 `build_dataset` joins the catalog with the poster index, leaves out (and counts, by reason)
 posters that were never fetched or whose stored object is gone, names the version by a hash
 of its content, and writes per-split shards into a staged folder that is renamed into place.
+The build splits into `plan_dataset`, `write_shard_part` (any number of disjoint parts,
+each in its own task or process) and `finalize_dataset`; `build_dataset` runs all three.
 `read_records` and `make_dataset` stream a version back through tf.data, verifying shard
 checksums first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +36,7 @@ from storage.datasets import (
     DATASET_JSON,
     SPLITS,
     DatasetInfo,
+    ShardIntegrityError,
     load_dataset_info,
     read_manifest,
     shard_name,
@@ -123,12 +127,41 @@ class _Plan:
             "rows": self.rows_digest(),
         }
 
+    @cached_property
+    def version(self) -> str:
+        """The version id: a hash of `identity()`."""
+        return version_id(self.identity())
+
+    def shards(self) -> list[tuple[str, int, pd.DataFrame]]:
+        """(split, shard index, records) of every shard, in global (split, index) order."""
+        return [(str(split), int(shard), rows)
+                for (split, shard), rows in self.rows.groupby(["split", "shard"], sort=True)]
+
     def rows_digest(self) -> str:
         """sha256 of every record in shard order: split, imdb_id, poster sha256, labels."""
         columns = (self.rows[c].tolist() for c in ("split", "imdb_id", "sha256", "label_idx"))
         lines = (f"{split},{imdb_id},{sha},{idx}" for split, imdb_id, sha, idx in zip(
             *columns, strict=True))
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """What a build will write: the version id, its folders and its shard count."""
+
+    version: str
+    path: str  # the final version folder
+    staging: str  # where parts stage their shards until `finalize_dataset` publishes them
+    shards: int
+    exists: bool  # the version is already complete: nothing to write
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """The manifest rows of the shards one part staged (or found staged)."""
+
+    staging: str
+    rows: list[dict[str, Any]]
 
 
 def build_dataset(
@@ -138,23 +171,96 @@ def build_dataset(
     config: ShardConfig | None = None,
 ) -> DatasetResult:
     """Write (or find) the dataset version of this catalog and store under `out_root`."""
-    config = config or ShardConfig()
-    if not fs.exists(store_root):
-        raise FileNotFoundError(f"poster store {store_root!s} does not exist")
-    plan = _plan(str(catalog_dir), PosterStore(store_root), config)
-    version = version_id(plan.identity())
-    final = fs.join(out_root, version)
+    plan = plan_dataset(catalog_dir, store_root, out_root, config)
+    if plan.exists:
+        log.info("dataset %s already exists at %s: nothing to write", plan.version, plan.path)
+        return _result(load_dataset_info(plan.path), created=False)
+    try:
+        part = write_shard_part(catalog_dir, store_root, out_root, config)
+    except DatasetCheckError:
+        _discard(plan.staging)  # bad inputs fail every rerun the same way: keep nothing
+        raise
+    return finalize_dataset(catalog_dir, store_root, out_root, config, part.rows)
+
+
+def plan_dataset(
+    catalog_dir: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    config: ShardConfig | None = None,
+) -> DatasetPlan:
+    """Name the version these inputs make and say whether it still has to be written."""
+    plan = _load_plan(catalog_dir, store_root, config)
+    final = fs.join(out_root, plan.version)
+    return DatasetPlan(plan.version, final, _staging(final), len(plan.shards()),
+                       fs.exists(fs.join(final, DATASET_JSON)))
+
+
+def write_shard_part(
+    catalog_dir: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    config: ShardConfig | None = None,
+    part: tuple[int, int] = (0, 1),
+) -> ShardPart:
+    """Stage the shards whose global index % n == i (part (i, n)); staged ones are kept."""
+    index, count = part
+    if not 0 <= index < count:
+        raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
+    plan = _load_plan(catalog_dir, store_root, config)
+    final = fs.join(out_root, plan.version)
+    staging = _staging(final)
     if fs.exists(fs.join(final, DATASET_JSON)):
-        log.info("dataset %s already exists at %s: nothing to write", version, final)
+        log.info("dataset %s is already complete: part %s has nothing to write", plan.version, part)
+        return ShardPart(staging, [])
+    store = PosterStore(store_root)
+    mine = plan.shards()[index::count]
+    rows = [_write_shard(staging, plan, store, split, shard, records)
+            for split, shard, records in mine]
+    log.info("dataset %s part %s: %d shards staged in %s", plan.version, part, len(rows), staging)
+    return ShardPart(staging, rows)
+
+
+def finalize_dataset(
+    catalog_dir: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    config: ShardConfig | None,
+    rows: list[dict[str, Any]],
+) -> DatasetResult:
+    """Publish the staged shards: manifest, then `dataset.json`, then the folder into place."""
+    plan = _load_plan(catalog_dir, store_root, config)
+    final = fs.join(out_root, plan.version)
+    if fs.exists(fs.join(final, DATASET_JSON)):
         return _result(load_dataset_info(final), created=False)
-    with _staged(final) as staging:
-        manifest = _write_shards(staging, plan, PosterStore(store_root))
+    staging = _staging(final)
+    manifest = sorted(rows, key=lambda r: (r["split"], r["index"]))
+    _check_staged(staging, plan, manifest)
+    if fs.is_local(final):
+        fs.remove_stale_temps(fs.url_to_fs(staging)[1])  # shard writes cut off by a kill
         write_manifest(staging, manifest)
-        write_dataset_info(_info(staging, version, plan))
+        write_dataset_info(_info(staging, plan))
+        _rename_into_place(staging, final)
+    else:
+        _publish_remote(staging, final, manifest, plan)
     info = load_dataset_info(final)
-    log.info("dataset %s written to %s: %s, left out %s", version, final, info.splits,
+    log.info("dataset %s written to %s: %s, left out %s", plan.version, final, info.splits,
              info.left_out)
     return _result(info, created=True)
+
+
+def _load_plan(catalog_dir: str | os.PathLike[str], store_root: str | os.PathLike[str],
+               config: ShardConfig | None) -> _Plan:
+    """The deterministic plan of these inputs (every part recomputes the same one)."""
+    if not fs.exists(store_root):
+        raise FileNotFoundError(f"poster store {store_root!s} does not exist")
+    return _plan(str(catalog_dir), PosterStore(store_root), config or ShardConfig())
+
+
+def _staging(final: str) -> str:
+    """The version's staging folder: hidden, and the same for every part and every rerun."""
+    head, _, tail = final.rstrip("/").rpartition("/")
+    return f"{head}/{fs.TEMP_PREFIX}{tail}" if head else f"{fs.TEMP_PREFIX}{tail}"
 
 
 def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
@@ -231,21 +337,41 @@ def _shard_count(rows: pd.DataFrame, config: ShardConfig) -> int:
     return max(1, math.ceil(estimate / config.target_shard_bytes))
 
 
-def _write_shards(staging: str, plan: _Plan, store: PosterStore) -> list[dict[str, Any]]:
-    """Write every shard of every split into `staging`; return the manifest rows."""
-    manifest = []
-    for (split, shard), rows in plan.rows.groupby(["split", "shard"], sort=True):
-        count = plan.shard_counts[split]
-        name = shard_name(split, int(shard), count, plan.config.compression)
-        path = os.path.join(staging, name)
-        _write_tfrecord(path, _records(store, rows, len(plan.labels)), plan.config.compression)
-        manifest.append({
-            "shard": name, "split": split, "index": int(shard), "count": count,
-            "records": len(rows), "bytes": os.path.getsize(path), "sha256": fs.sha256_file(path),
-            "label_counts": _label_counts(rows["label_idx"], len(plan.labels)),
-        })
+def _write_shard(staging: str, plan: _Plan, store: PosterStore, split: str, shard: int,
+                 rows: pd.DataFrame) -> dict[str, Any]:
+    """Stage one shard atomically (unless a finished copy is there); return its manifest row."""
+    count = plan.shard_counts[split]
+    name = shard_name(split, shard, count, plan.config.compression)
+    url = fs.join(staging, name)
+    fsys, path = fs.url_to_fs(url)
+    if fsys.exists(path):
+        log.debug("%s already staged: kept", name)
+    else:
+        records = _records(store, rows, len(plan.labels))
+        _stage_file(url, lambda local: _write_tfrecord(local, records, plan.config.compression))
         log.debug("wrote %s (%d records)", name, len(rows))
-    return manifest
+    return {"shard": name, "split": split, "index": shard, "count": count, "records": len(rows),
+            "bytes": int(fsys.size(path)), "sha256": fs.sha256_file(url),
+            "label_counts": _label_counts(rows["label_idx"], len(plan.labels))}
+
+
+def _stage_file(url: str, write: Callable[[str], None]) -> None:
+    """Make `url` appear complete or not at all: `write` fills a local temp file first."""
+    fsys, path = fs.url_to_fs(url)
+    if fs.is_local(url):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = fs.temp_name(path)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return
+    with tempfile.TemporaryDirectory(prefix=fs.TEMP_PREFIX) as scratch:
+        local = os.path.join(scratch, path.rsplit("/", 1)[-1])
+        write(local)
+        fsys.put_file(local, path)
 
 
 def _records(store: PosterStore, rows: pd.DataFrame, n_labels: int) -> Iterator[PosterRecord]:
@@ -293,39 +419,55 @@ def _label_counts(label_idx: pd.Series, n_labels: int) -> list[int]:
     return counts.tolist()
 
 
-@contextmanager
-def _staged(final: str) -> Iterator[str]:
-    """A local staging folder that becomes `final` on success (uploaded, for remote roots)."""
-    if fs.is_local(final):
-        _remove_stale_staging(final)
-        with fs.staged_dir(final) as staging:
-            yield staging
-        return
-    with tempfile.TemporaryDirectory(prefix=fs.TEMP_PREFIX) as staging:
-        yield staging
-        _upload(staging, final)
+def _check_staged(staging: str, plan: _Plan, manifest: list[dict[str, Any]]) -> None:
+    """Refuse to publish unless every planned shard was written by some part and is staged."""
+    fsys, path = fs.url_to_fs(staging)
+    listing = fsys.ls(path, detail=False) if fsys.isdir(path) else []
+    staged = {p.rsplit("/", 1)[-1] for p in listing}
+    reported = {r["shard"] for r in manifest}
+    planned = [shard_name(split, shard, plan.shard_counts[split], plan.config.compression)
+               for split, shard, _ in plan.shards()]
+    missing = [name for name in planned if name not in reported or name not in staged]
+    if missing:
+        raise ShardIntegrityError(
+            f"cannot publish dataset {plan.version}: {len(missing)} of {len(planned)} shards "
+            f"not staged in {staging} (first: {', '.join(missing[:5])}); run every part "
+            f"(write_shard_part) before finalize_dataset")
 
 
-def _remove_stale_staging(final: str) -> None:
-    """Delete staging folders of this version left by killed writers."""
-    path = Path(fs.url_to_fs(final)[1])
-    for stale in path.parent.glob(f"{fs.TEMP_PREFIX}{path.name}-*"):
-        log.info("removing %s left by an interrupted write", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+def _discard(staging: str) -> None:
+    """Delete a staging folder and everything staged in it."""
+    fsys, path = fs.url_to_fs(staging)
+    if fsys.exists(path):
+        fsys.rm(path, recursive=True)
 
 
-def _upload(staging: str, final: str) -> None:
-    """Copy a staged version to a remote root, `dataset.json` last (it marks completion)."""
+def _rename_into_place(staging: str, final: str) -> None:
+    """Rename the complete local staging folder to the version folder (first writer wins)."""
+    src, dst = fs.url_to_fs(staging)[1], fs.url_to_fs(final)[1]
+    try:
+        os.rename(src, dst)
+    except OSError:
+        if not os.path.isfile(os.path.join(dst, DATASET_JSON)):
+            raise
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def _publish_remote(staging: str, final: str, manifest: list[dict[str, Any]],
+                    plan: _Plan) -> None:
+    """Copy staged shards to a remote version folder, `dataset.json` last, then drop staging."""
     fsys, remote = fs.url_to_fs(final)
-    names = sorted(os.listdir(staging), key=lambda n: n == DATASET_JSON)
-    for name in names:
-        fsys.put_file(os.path.join(staging, name), f"{remote}/{name}")
+    for row in manifest:
+        fsys.copy(fs.url_to_fs(fs.join(staging, row["shard"]))[1], f"{remote}/{row['shard']}")
+    write_manifest(final, manifest)
+    write_dataset_info(_info(final, plan))
+    _discard(staging)
 
 
-def _info(path: str, version: str, plan: _Plan) -> DatasetInfo:
+def _info(path: str, plan: _Plan) -> DatasetInfo:
     """The dataset.json content of a freshly written version."""
     return DatasetInfo(
-        path=path, version=version, labels=plan.labels,
+        path=path, version=plan.version, labels=plan.labels,
         splits={s: int((plan.rows["split"] == s).sum()) for s in SPLITS},
         left_out=plan.left_out, catalog_hash=plan.catalog_hash,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

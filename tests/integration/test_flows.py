@@ -64,6 +64,7 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     assert first.error is None, first.error
     out = first.as_dict()
     assert {state for _, state in first.stages} == {"Completed"}
+    assert sum(name.startswith("build-dataset-part-") for name, _ in first.stages) == 2
     assert (out["version"], out["alias"]) == (1, "champion")
     assert out["fetch_outcomes"]["http_4xx"] == 1  # the demo's row without a poster file
     assert Path(out["data_docs"]).is_file() and Path(out["report_dir"], "metrics.json").is_file()
