@@ -42,20 +42,9 @@ def write_catalog(source: Path, out: Path, base_url: str, keep: float) -> int:
 
 def stage_times(flow_run_id: Any) -> dict[str, float]:
     """Seconds per task (chunks of one task summed), from the Prefect task runs."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        FlowRunFilterParentFlowRunId,
-    )
+    from flows.runs import task_runs
 
-    with get_client(sync_client=True) as client:
-        ids, frontier = [flow_run_id], [flow_run_id]
-        while frontier:
-            frontier = [r.id for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))]
-            ids += frontier
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    runs = task_runs(flow_run_id)
     times: dict[str, float] = {}
     for run in runs:
         if run.state and run.state.state_details.child_flow_run_id:

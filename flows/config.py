@@ -84,8 +84,8 @@ class RegistryConfig(BaseModel):
     force: bool = Field(False, description="Promote the candidate even if the gate refuses.")
 
 
-class IngestConfig(BaseModel):
-    """The `ingest` flow: catalog -> validate -> fetch -> shards."""
+class IngestSections(BaseModel):
+    """What ingesting a catalog needs: its CSV, the output roots, the ingest stages' settings."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,54 +104,45 @@ class IngestConfig(BaseModel):
                                   description="Fan-out and task runner.")
 
 
-class TrainFlowConfig(BaseModel):
-    """The `train` flow: embed -> train -> evaluate -> export -> register."""
+class TrainSections(BaseModel):
+    """What training needs besides the dataset: output roots, training and registry settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    storage: StorageConfig = Field(default_factory=StorageConfig,
+                                   description="Output roots.")
+    train: TrainConfig = Field(default_factory=TrainConfig,
+                               description="Backbone, head and training settings.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig,
+                                     description="Registry and promotion gate.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
+        "was used).",
+    )
+
+
+class IngestConfig(IngestSections):
+    """The `ingest` flow: catalog -> validate -> fetch -> shards."""
+
+
+class DatasetSection(BaseModel):
+    """The dataset version to train on (its own base so the UI form shows it first)."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset_dir: str = Field(
         description="Dataset version folder to train on (DATA_ROOT/datasets/VERSION).",
     )
-    storage: StorageConfig = Field(default_factory=StorageConfig,
-                                   description="Output roots.")
-    train: TrainConfig = Field(default_factory=TrainConfig,
-                               description="Backbone, head and training settings.")
-    registry: RegistryConfig = Field(default_factory=RegistryConfig,
-                                     description="Registry and promotion gate.")
-    notes: list[str] = Field(
-        default_factory=list,
-        description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
-        "was used).",
-    )
 
 
-class RetrainConfig(BaseModel):
+# Pydantic lists the fields of the last base first: the order is the order of the UI form.
+class TrainFlowConfig(TrainSections, DatasetSection):
+    """The `train` flow: embed -> train -> evaluate -> export -> register."""
+
+
+class RetrainConfig(TrainSections, IngestSections):
     """The `retrain` flow: ingest, then train on the dataset it produced."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    catalog_csv: str = Field(
-        description="MovieGenre.csv to ingest: a local path or fsspec URL.",
-    )
-    storage: StorageConfig = Field(default_factory=StorageConfig,
-                                   description="Output roots.")
-    catalog: CatalogConfig = Field(default_factory=CatalogConfig,
-                                   description="Validation, label and split rules.")
-    fetch: FetchConfig = Field(default_factory=FetchConfig,
-                               description="Poster download settings.")
-    shards: ShardConfig = Field(default_factory=ShardConfig,
-                                description="TFRecord shard settings.")
-    scale: ScaleOutConfig = Field(default_factory=ScaleOutConfig,
-                                  description="Fan-out and task runner.")
-    train: TrainConfig = Field(default_factory=TrainConfig,
-                               description="Backbone, head and training settings.")
-    registry: RegistryConfig = Field(default_factory=RegistryConfig,
-                                     description="Registry and promotion gate.")
-    notes: list[str] = Field(
-        default_factory=list,
-        description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
-        "was used).",
-    )
 
     def ingest_config(self) -> IngestConfig:
         """The ingest half of this run."""

@@ -50,8 +50,8 @@ def run_retrain(config: RetrainConfig) -> RunSummary:
     return RunSummary(str(run_id), str(state.name), stages, error=state.message)
 
 
-def stage_states(flow_run_id: UUID) -> list[tuple[str, str]]:
-    """(task run name, state name) of every task in a flow run and its subflows, in order."""
+def task_runs(flow_run_id: UUID) -> list[Any]:
+    """Every task run of a flow run and of its subflows, by expected start time."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -67,8 +67,13 @@ def stage_states(flow_run_id: UUID) -> list[tuple[str, str]]:
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
             frontier = [child.id for child in children]
             ids += frontier
-        runs = client.read_task_runs(
+        return list(client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
             sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-        )
+        ))
+
+
+def stage_states(flow_run_id: UUID) -> list[tuple[str, str]]:
+    """(task run name, state name) of every task in a flow run and its subflows, in order."""
+    runs = task_runs(flow_run_id)
     return [(run.name, str(run.state.name) if run.state else "?") for run in runs]
