@@ -61,9 +61,6 @@ KNOWN_GENRES = (
 # fmt: on
 
 SPLITS = ("train", "val", "test")
-# Reasons for rows that are not bad input but label policy; they do not count against the
-# reject tolerance.
-POLICY_REASONS = frozenset({"dropped_genre", "no_kept_genre"})
 
 
 class CatalogConfig(BaseModel):

@@ -25,6 +25,18 @@ def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoData]:
 
 
 @pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's test harness, with task results (the caches) in a temporary folder."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    results = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}), \
+            prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
 def standin_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The tiny random-weight stand-in backbone (tests never download)."""
     from tasks.backbone import build_standin_backbone

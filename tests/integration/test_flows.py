@@ -13,30 +13,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.config import RetrainConfig
-from tests.flow_helpers import served_demo, stage_state, standin_backbone, tiny_config_data
+from tests.flow_helpers import (
+    harness,
+    served_demo,
+    stage_state,
+    standin_backbone,
+    tiny_config_data,
+)
 
-__all__ = ["served_demo", "standin_backbone"]  # fixtures used below
+__all__ = ["harness", "served_demo", "standin_backbone"]  # fixtures used below
 pytestmark = pytest.mark.slow
 KILL_WAIT_S = 240
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Prefect's test harness, with task results (the caches) in a temporary folder."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    results = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}), \
-            prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _artifacts(keys: list[str]) -> dict[str, str]:

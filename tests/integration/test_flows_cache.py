@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prefect import flow, task
 
 from flows.caching import StageCache, file_digest, missing_outputs
 from storage.fs import atomic_write_text, sha256_file
+from tests.flow_helpers import harness
+
+__all__ = ["harness"]  # fixture used below
 
 CALLS: list[str] = []
 
@@ -27,17 +28,6 @@ def shout(src: str, out_dir: str) -> str:
 @flow
 def shout_flow(src: str, out_dir: str) -> str:
     return shout(src, out_dir)
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    results = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}), \
-            prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_cache_follows_content_and_outputs(harness, tmp_path):
