@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,12 +43,15 @@ def join(root: str | os.PathLike[str], *parts: str) -> str:
     return "/".join([base, *(p.strip("/") for p in parts)])
 
 
+def staging_name(final: str) -> str:
+    """The hidden sibling of `final` where a resumable writer stages it (the same every run)."""
+    head, _, tail = final.rstrip("/").rpartition("/")
+    return f"{head}/{TEMP_PREFIX}{tail}" if head else f"{TEMP_PREFIX}{tail}"
+
+
 def temp_name(final: str) -> str:
     """A hidden, unique sibling of `final` for staging writes."""
-    head, _, tail = final.rstrip("/").rpartition("/")
-    return f"{head}/{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:12]}" if head else (
-        f"{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:12]}"
-    )
+    return f"{staging_name(final)}-{uuid.uuid4().hex[:12]}"
 
 
 def atomic_write_bytes(url: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
@@ -60,13 +64,31 @@ def atomic_write_bytes(url: str | os.PathLike[str], data: bytes, *, durable: boo
     if not isinstance(fs, LocalFileSystem):
         fs.pipe_file(path, data)
         return
+    with staged_file(path, durable=durable) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def staged_file(url: str | os.PathLike[str], *, durable: bool = True) -> Iterator[str]:
+    """Yield a local path to fill (e.g. by a TFRecordWriter); `url` then appears whole.
+
+    Local: a hidden temp name beside `url`, fsynced (unless `durable=False`) and renamed
+    into place. Object stores: a local scratch file uploaded as one object. If the block
+    raises, nothing appears and the temp file is gone.
+    """
+    fs, path = url_to_fs(url)
+    if not isinstance(fs, LocalFileSystem):
+        with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as scratch:
+            local = os.path.join(scratch, path.rsplit("/", 1)[-1])
+            yield local
+            fs.put_file(local, path)
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
@@ -124,13 +146,25 @@ def staged_dir(final: str | os.PathLike[str]) -> Iterator[str]:
     os.makedirs(tmp)
     try:
         yield tmp
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not os.path.isdir(path):
-                raise
+        rename_into_place(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rename_into_place(staged: str, final: str, marker: str | None = None) -> None:
+    """Rename a complete local folder to `final`; if another writer got there first, drop ours.
+
+    `final` counts as already published when it is a folder (holding `marker`, when given:
+    the file a complete copy always has); otherwise the rename's error is raised.
+    """
+    try:
+        os.rename(staged, final)
+    except OSError:
+        published = os.path.isdir(final) and (
+            marker is None or os.path.isfile(os.path.join(final, marker)))
+        if not published:
+            raise
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> int:

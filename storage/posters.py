@@ -41,17 +41,22 @@ INDEX_SCHEMA = pa.schema(
 )
 
 
+def _object_key(sha256: str) -> str:
+    """The store layout: an object's place under the root (the first 2 hex digits fan out)."""
+    return f"objects/{sha256[:2]}/{sha256}"
+
+
 class PosterStore:
     """Content-addressed poster bytes and their index under one root."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = str(root).rstrip("/")
-        self._fs, _ = fs.url_to_fs(self.root)
+        self._fs, self._fs_root = fs.url_to_fs(self.root)
         self._local = fs.is_local(self.root)
 
     def path(self, sha256: str) -> str:
         """Where the poster with this content hash lives."""
-        return fs.join(self.root, "objects", sha256[:2], sha256)
+        return fs.join(self.root, _object_key(sha256))
 
     def has(self, sha256: str) -> bool:
         """True when the poster with this content hash is stored."""
@@ -63,6 +68,20 @@ class PosterStore:
             return bytes(self._fs.cat_file(fs.url_to_fs(self.path(sha256))[1]))
         except FileNotFoundError:
             raise FileNotFoundError(f"poster {sha256} is not in the store {self.root}") from None
+
+    def get_many(self, sha256s: list[str]) -> list[bytes]:
+        """Stored posters in the order asked, by one fsspec `cat` (concurrent on object stores)."""
+        paths = [f"{self._fs_root}/{_object_key(sha)}" for sha in sha256s]
+        found = self._fs.cat(paths, on_error="raise")
+        return [found[p] for p in paths]
+
+    def stored_hashes(self) -> set[str]:
+        """The sha256 of every stored object: one listing per fan-out folder, not a stat each."""
+        objects = f"{self._fs_root}/objects"
+        if not self._fs.isdir(objects):
+            return set()
+        return {path.rsplit("/", 1)[-1] for prefix in self._fs.ls(objects, detail=False)
+                for path in self._fs.ls(prefix, detail=False)}
 
     def put(self, data: bytes) -> str:
         """Store poster bytes under their sha256 (a no-op when already there); return it.

@@ -11,14 +11,11 @@ checksums first.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,7 +189,7 @@ def plan_dataset(
     """Name the version these inputs make and say whether it still has to be written."""
     plan = _load_plan(catalog_dir, store_root, config)
     final = fs.join(out_root, plan.version)
-    return DatasetPlan(plan.version, final, _staging(final), len(plan.shards()),
+    return DatasetPlan(plan.version, final, fs.staging_name(final), len(plan.shards()),
                        fs.exists(fs.join(final, DATASET_JSON)))
 
 
@@ -209,7 +206,7 @@ def write_shard_part(
         raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
     plan = _load_plan(catalog_dir, store_root, config)
     final = fs.join(out_root, plan.version)
-    staging = _staging(final)
+    staging = fs.staging_name(final)
     if fs.exists(fs.join(final, DATASET_JSON)):
         log.info("dataset %s is already complete: part %s has nothing to write", plan.version, part)
         return ShardPart(staging, [])
@@ -233,14 +230,14 @@ def finalize_dataset(
     final = fs.join(out_root, plan.version)
     if fs.exists(fs.join(final, DATASET_JSON)):
         return _result(load_dataset_info(final), created=False)
-    staging = _staging(final)
+    staging = fs.staging_name(final)
     manifest = sorted(rows, key=lambda r: (r["split"], r["index"]))
     _check_staged(staging, plan, manifest)
     if fs.is_local(final):
         fs.remove_stale_temps(fs.url_to_fs(staging)[1])  # shard writes cut off by a kill
         write_manifest(staging, manifest)
         write_dataset_info(_info(staging, plan))
-        _rename_into_place(staging, final)
+        fs.rename_into_place(fs.url_to_fs(staging)[1], fs.url_to_fs(final)[1], DATASET_JSON)
     else:
         _publish_remote(staging, final, manifest, plan)
     info = load_dataset_info(final)
@@ -257,19 +254,13 @@ def _load_plan(catalog_dir: str | os.PathLike[str], store_root: str | os.PathLik
     return _plan(str(catalog_dir), PosterStore(store_root), config or ShardConfig())
 
 
-def _staging(final: str) -> str:
-    """The version's staging folder: hidden, and the same for every part and every rerun."""
-    head, _, tail = final.rstrip("/").rpartition("/")
-    return f"{head}/{fs.TEMP_PREFIX}{tail}" if head else f"{fs.TEMP_PREFIX}{tail}"
-
-
 def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
     """Join catalog and poster index, count what is left out, assign records to shards."""
     catalog, labels = _read_catalog(catalog_dir)
     index = store.read_index()[["imdb_id", "sha256", "bytes"]]
     rows = catalog.merge(index, on="imdb_id", how="left", validate="many_to_one")
     fetched = rows["sha256"].notna()
-    stored = _stored_objects(store)
+    stored = store.stored_hashes()
     present = fetched & rows["sha256"].isin(stored)
     left_out = {"not_fetched": int((~fetched).sum()),
                 "missing_object": int((fetched & ~present).sum())}
@@ -298,15 +289,6 @@ def _read_catalog(catalog_dir: str) -> tuple[pd.DataFrame, list[str]]:
         raise DatasetCheckError(f"{catalog_dir}/catalog.parquet: split must be one of {SPLITS}, "
                                 f"found {unknown}")
     return catalog, load_labels(catalog_dir)
-
-
-def _stored_objects(store: PosterStore) -> set[str]:
-    """sha256 names of every object in the store (a listing per prefix, not a stat per poster)."""
-    fsys, objects = fs.url_to_fs(fs.join(store.root, "objects"))
-    if not fsys.isdir(objects):
-        return set()
-    return {path.rsplit("/", 1)[-1] for prefix in fsys.ls(objects, detail=False)
-            for path in fsys.ls(prefix, detail=False)}
 
 
 def _label_indices(rows: pd.DataFrame, labels: list[str], catalog_dir: str) -> list[list[int]]:
@@ -348,30 +330,12 @@ def _write_shard(staging: str, plan: _Plan, store: PosterStore, split: str, shar
         log.debug("%s already staged: kept", name)
     else:
         records = _records(store, rows, len(plan.labels))
-        _stage_file(url, lambda local: _write_tfrecord(local, records, plan.config.compression))
+        with fs.staged_file(url) as local:
+            _write_tfrecord(local, records, plan.config.compression)
         log.debug("wrote %s (%d records)", name, len(rows))
     return {"shard": name, "split": split, "index": shard, "count": count, "records": len(rows),
             "bytes": int(fsys.size(path)), "sha256": fs.sha256_file(url),
             "label_counts": _label_counts(rows["label_idx"], len(plan.labels))}
-
-
-def _stage_file(url: str, write: Callable[[str], None]) -> None:
-    """Make `url` appear complete or not at all: `write` fills a local temp file first."""
-    fsys, path = fs.url_to_fs(url)
-    if fs.is_local(url):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = fs.temp_name(path)
-        try:
-            write(tmp)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return
-    with tempfile.TemporaryDirectory(prefix=fs.TEMP_PREFIX) as scratch:
-        local = os.path.join(scratch, path.rsplit("/", 1)[-1])
-        write(local)
-        fsys.put_file(local, path)
 
 
 def _records(store: PosterStore, rows: pd.DataFrame, n_labels: int) -> Iterator[PosterRecord]:
@@ -388,10 +352,7 @@ def _records(store: PosterStore, rows: pd.DataFrame, n_labels: int) -> Iterator[
 
 def _read_posters(store: PosterStore, ids: list[int], shas: list[str]) -> list[bytes]:
     """Read posters (one fsspec `cat`: concurrent on object stores) and check their hashes."""
-    fsys, root = fs.url_to_fs(store.root)
-    paths = [f"{root}/objects/{sha[:2]}/{sha}" for sha in shas]  # PosterStore.path layout
-    found = fsys.cat(paths, on_error="raise")
-    images = [found[p] for p in paths]
+    images = store.get_many(shas)
     for imdb_id, sha, image in zip(ids, shas, images, strict=True):
         if fs.sha256_bytes(image) != sha:
             raise DatasetCheckError(f"poster store object {store.path(sha)} is corrupted "
@@ -401,14 +362,12 @@ def _read_posters(store: PosterStore, ids: list[int], shas: list[str]) -> list[b
 
 
 def _write_tfrecord(path: str, records: Iterator[PosterRecord], compression: str) -> None:
-    """Serialize records into one TFRecord file and fsync it."""
+    """Serialize records into one TFRecord file."""
     import tensorflow as tf
 
     with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression)) as w:
         for record in records:
             w.write(serialize(record))
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _label_counts(label_idx: pd.Series, n_labels: int) -> list[int]:
@@ -440,17 +399,6 @@ def _discard(staging: str) -> None:
     fsys, path = fs.url_to_fs(staging)
     if fsys.exists(path):
         fsys.rm(path, recursive=True)
-
-
-def _rename_into_place(staging: str, final: str) -> None:
-    """Rename the complete local staging folder to the version folder (first writer wins)."""
-    src, dst = fs.url_to_fs(staging)[1], fs.url_to_fs(final)[1]
-    try:
-        os.rename(src, dst)
-    except OSError:
-        if not os.path.isfile(os.path.join(dst, DATASET_JSON)):
-            raise
-        shutil.rmtree(src, ignore_errors=True)
 
 
 def _publish_remote(staging: str, final: str, manifest: list[dict[str, Any]],
