@@ -40,9 +40,8 @@ def shards(catalog_dir: str, store_root: str, datasets_root: str,
     plan = steps.plan_dataset(catalog_dir, store_root, datasets_root, config.shards)
     n = config.scale.shard_parts
     parts = [] if plan.exists else steps.build_dataset_part.map(
-        unmapped(catalog_dir), unmapped(store_root), unmapped(datasets_root),
-        unmapped(config.shards), [(i, n) for i in range(n)]).result()
-    return steps.build_dataset(catalog_dir, store_root, datasets_root, config.shards, parts)
+        unmapped(plan), unmapped(store_root), [(i, n) for i in range(n)]).result()
+    return steps.build_dataset(plan, parts)
 
 
 @flow(name="ingest")

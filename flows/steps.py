@@ -26,7 +26,7 @@ from prefect.artifacts import (
 )
 from prefect.context import get_run_context
 
-from flows.caching import StageCache, file_digest, missing_outputs, poster_index_digest
+from flows.caching import StageCache, file_digest, missing_outputs
 from storage.fs import atomic_write_text, exists, join, read_json
 
 if TYPE_CHECKING:
@@ -177,29 +177,31 @@ def _part_stale(part: ShardPart) -> str | None:
     return missing_outputs(lambda p: [join(p.staging, r["shard"]) for r in p.rows])(part)
 
 
+def _dataset_path(plan: DatasetPlan) -> str:
+    """The cache key of a planned version: its folder (the version id hashes its content)."""
+    return plan.path
+
+
 @task(name="build-dataset-part", task_run_name="build-dataset-part-{part[0]}-of-{part[1]}",
-      persist_result=True, cache_policy=StageCache(content={"store_root": poster_index_digest},
+      persist_result=True, cache_policy=StageCache(content={"plan": _dataset_path},
                                                    stale=_part_stale))
-def build_dataset_part(catalog_dir: str, store_root: str, datasets_root: str,
-                       config: ShardConfig, part: tuple[int, int]) -> ShardPart:
-    """Stage one part of the version's shards (shards already staged are kept)."""
+def build_dataset_part(plan: DatasetPlan, store_root: str, part: tuple[int, int]) -> ShardPart:
+    """Stage one part of the planned version's shards (shards already staged are kept)."""
     from tasks.shards import write_shard_part
 
-    result = write_shard_part(catalog_dir, store_root, datasets_root, config, part=part)
+    result = write_shard_part(plan, store_root, part=part)
     get_run_logger().info("dataset part %s: %d shards staged", part, len(result.rows))
     return result
 
 
 @task(name="build-dataset", persist_result=True,
-      cache_policy=StageCache(content={"store_root": poster_index_digest},
+      cache_policy=StageCache(content={"plan": _dataset_path},
                               stale=missing_outputs(lambda r: [r.path]), ignore=("parts",)))
-def build_dataset(catalog_dir: str, store_root: str, datasets_root: str,
-                  config: ShardConfig, parts: list[ShardPart]) -> DatasetResult:
+def build_dataset(plan: DatasetPlan, parts: list[ShardPart]) -> DatasetResult:
     """Publish (or find) the immutable dataset version from its staged parts."""
     from tasks.shards import finalize_dataset
 
-    result = finalize_dataset(catalog_dir, store_root, datasets_root, config,
-                              [row for part in parts for row in part.rows])
+    result = finalize_dataset(plan, [row for part in parts for row in part.rows])
     get_run_logger().info("dataset %s (%s): splits %s, left out %s", result.version,
                           "written" if result.created else "already there", result.splits,
                           result.left_out)

@@ -4,7 +4,8 @@ A dataset version is an immutable folder `<root>/<version>/` holding TFRecord sh
 manifest (one row per shard: split, index, count, records, bytes, sha256, label counts) and
 `dataset.json` (the version's identity card). The version id is a hash of everything that
 defines the content, so the same inputs always name the same folder. `dataset.json` is
-written last: a folder without it is not a dataset.
+written last: a folder without it is not a dataset. While a version is being built, its
+hidden staging folder also holds `plan.parquet` (what the parts write), never published.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from storage import fs
 
 MANIFEST = "manifest.parquet"
 DATASET_JSON = "dataset.json"
+PLAN = "plan.parquet"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 VERSION_CHARS = 16
@@ -40,6 +42,19 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("label_counts", pa.list_(pa.int64()), nullable=False),  # dataset.json label order
     ]
 )
+
+
+PLAN_SCHEMA = pa.schema(
+    [
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("shard", pa.int64(), nullable=False),  # index within the split
+        pa.field("imdb_id", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),  # the poster's store object
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("label_idx", pa.list_(pa.int64()), nullable=False),  # positions in the labels
+    ]
+)
+PLAN_METADATA = b"posterflow.plan"
 
 
 class ShardIntegrityError(ValueError):
@@ -92,6 +107,30 @@ def write_dataset_info(info: DatasetInfo) -> None:
     """Write `dataset.json` (last, it marks the version complete)."""
     body = {k: v for k, v in asdict(info).items() if k != "path"}
     fs.atomic_write_json(fs.join(info.path, DATASET_JSON), body)
+
+
+def write_plan(staging: str | os.PathLike[str], rows: pd.DataFrame,
+               about: Mapping[str, Any]) -> None:
+    """Write a build's plan: its records in shard order, and `about` (JSON) as metadata."""
+    table = pa.Table.from_pandas(rows[PLAN_SCHEMA.names], schema=PLAN_SCHEMA,
+                                 preserve_index=False)
+    metadata = {PLAN_METADATA: json.dumps(about, sort_keys=True).encode("utf-8")}
+    fs.atomic_write_parquet(fs.join(staging, PLAN), table.replace_schema_metadata(metadata))
+
+
+def read_plan(staging: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The records and `about` of a build's plan; the error says to plan first when absent."""
+    url = fs.join(staging, PLAN)
+    if not fs.exists(url):
+        raise FileNotFoundError(f"{url} does not exist: plan the dataset (plan_dataset) "
+                                f"before writing or publishing its shards")
+    fsys, path = fs.url_to_fs(url)
+    with fsys.open(path, "rb") as f:
+        table = pq.read_table(f)
+    about = json.loads((table.schema.metadata or {})[PLAN_METADATA])
+    rows = table.select(PLAN_SCHEMA.names).cast(PLAN_SCHEMA).to_pandas()
+    rows["label_idx"] = table.column("label_idx").to_pylist()  # lists, as the plan made them
+    return rows, about
 
 
 def load_dataset_info(dataset_dir: str | os.PathLike[str]) -> DatasetInfo:

@@ -3,8 +3,10 @@
 `build_dataset` joins the catalog with the poster index, leaves out (and counts, by reason)
 posters that were never fetched or whose stored object is gone, names the version by a hash
 of its content, and writes per-split shards into a staged folder that is renamed into place.
-The build splits into `plan_dataset`, `write_shard_part` (any number of disjoint parts,
-each in its own task or process) and `finalize_dataset`; `build_dataset` runs all three.
+The build splits into `plan_dataset` (the one read of the catalog and listing of the store;
+it persists the plan in the version's staging folder), `write_shard_part` (any number of
+disjoint parts, each in its own task or process) and `finalize_dataset`, which both read
+that plan; `build_dataset` runs all three.
 `read_records` and `make_dataset` stream a version back through tf.data, verifying shard
 checksums first.
 """
@@ -31,16 +33,20 @@ from storage import fs
 from storage.catalog import load_catalog, load_labels
 from storage.datasets import (
     DATASET_JSON,
+    PLAN,
+    PLAN_SCHEMA,
     SPLITS,
     DatasetInfo,
     ShardIntegrityError,
     load_dataset_info,
     read_manifest,
+    read_plan,
     shard_name,
     verify_shard,
     version_id,
     write_dataset_info,
     write_manifest,
+    write_plan,
 )
 from storage.posters import PosterStore
 from storage.records import IMAGE, LABELS, PosterRecord, parse, serialize
@@ -105,7 +111,7 @@ class DatasetResult:
 class _Plan:
     """Everything that defines a version, computed before any shard is written."""
 
-    rows: pd.DataFrame  # split, imdb_id, sha256, bytes, label_idx (list[int]), spread, shard
+    rows: pd.DataFrame  # split, shard, imdb_id, sha256, bytes, label_idx (list[int])
     labels: list[str]
     shard_counts: dict[str, int]
     left_out: dict[str, int]
@@ -133,6 +139,23 @@ class _Plan:
         """(split, shard index, records) of every shard, in global (split, index) order."""
         return [(str(split), int(shard), rows)
                 for (split, shard), rows in self.rows.groupby(["split", "shard"], sort=True)]
+
+    def save(self, staging: str) -> None:
+        """Persist the plan in the version's staging folder, for the parts and finalize."""
+        write_plan(staging, self.rows, {
+            "labels": self.labels, "shard_counts": self.shard_counts, "left_out": self.left_out,
+            "catalog_hash": self.catalog_hash, "config": self.config.model_dump()})
+
+    @classmethod
+    def load(cls, dataset: DatasetPlan) -> _Plan:
+        """The plan `plan_dataset` persisted for this version; it must still name the version."""
+        rows, about = read_plan(dataset.staging)
+        plan = cls(rows, about["labels"], about["shard_counts"], about["left_out"],
+                   about["catalog_hash"], ShardConfig(**about["config"]))
+        if plan.version != dataset.version:
+            raise ValueError(f"{dataset.staging}/{PLAN} plans version {plan.version}, not "
+                             f"{dataset.version}: plan the dataset again (plan_dataset)")
+        return plan
 
     def rows_digest(self) -> str:
         """sha256 of every record in shard order: split, imdb_id, poster sha256, labels."""
@@ -173,11 +196,11 @@ def build_dataset(
         log.info("dataset %s already exists at %s: nothing to write", plan.version, plan.path)
         return _result(load_dataset_info(plan.path), created=False)
     try:
-        part = write_shard_part(catalog_dir, store_root, out_root, config)
+        part = write_shard_part(plan, store_root)
     except DatasetCheckError:
         _discard(plan.staging)  # bad inputs fail every rerun the same way: keep nothing
         raise
-    return finalize_dataset(catalog_dir, store_root, out_root, config, part.rows)
+    return finalize_dataset(plan, part.rows)
 
 
 def plan_dataset(
@@ -186,72 +209,56 @@ def plan_dataset(
     out_root: str | os.PathLike[str],
     config: ShardConfig | None = None,
 ) -> DatasetPlan:
-    """Name the version these inputs make and say whether it still has to be written."""
-    plan = _load_plan(catalog_dir, store_root, config)
+    """Name the version these inputs make; unless it exists, persist its plan for the parts."""
+    if not fs.exists(store_root):
+        raise FileNotFoundError(f"poster store {store_root!s} does not exist")
+    plan = _plan(str(catalog_dir), PosterStore(store_root), config or ShardConfig())
     final = fs.join(out_root, plan.version)
-    return DatasetPlan(plan.version, final, fs.staging_name(final), len(plan.shards()),
-                       fs.exists(fs.join(final, DATASET_JSON)))
+    staging = fs.staging_name(final)
+    exists = fs.exists(fs.join(final, DATASET_JSON))
+    if not exists:
+        plan.save(staging)
+    return DatasetPlan(plan.version, final, staging, len(plan.shards()), exists)
 
 
-def write_shard_part(
-    catalog_dir: str | os.PathLike[str],
-    store_root: str | os.PathLike[str],
-    out_root: str | os.PathLike[str],
-    config: ShardConfig | None = None,
-    part: tuple[int, int] = (0, 1),
-) -> ShardPart:
-    """Stage the shards whose global index % n == i (part (i, n)); staged ones are kept."""
+def write_shard_part(plan: DatasetPlan, store_root: str | os.PathLike[str],
+                     part: tuple[int, int] = (0, 1)) -> ShardPart:
+    """Stage the planned shards whose global index % n == i (part (i, n)); staged ones are kept."""
     index, count = part
     if not 0 <= index < count:
         raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
-    plan = _load_plan(catalog_dir, store_root, config)
-    final = fs.join(out_root, plan.version)
-    staging = fs.staging_name(final)
-    if fs.exists(fs.join(final, DATASET_JSON)):
+    if fs.exists(fs.join(plan.path, DATASET_JSON)):
         log.info("dataset %s is already complete: part %s has nothing to write", plan.version, part)
-        return ShardPart(staging, [])
-    store = PosterStore(store_root)
-    mine = plan.shards()[index::count]
-    rows = [_write_shard(staging, plan, store, split, shard, records)
-            for split, shard, records in mine]
-    log.info("dataset %s part %s: %d shards staged in %s", plan.version, part, len(rows), staging)
-    return ShardPart(staging, rows)
+        return ShardPart(plan.staging, [])
+    planned, store = _Plan.load(plan), PosterStore(store_root)
+    rows = [_write_shard(plan.staging, planned, store, split, shard, records)
+            for split, shard, records in planned.shards()[index::count]]
+    log.info("dataset %s part %s: %d shards staged in %s", plan.version, part, len(rows),
+             plan.staging)
+    return ShardPart(plan.staging, rows)
 
 
-def finalize_dataset(
-    catalog_dir: str | os.PathLike[str],
-    store_root: str | os.PathLike[str],
-    out_root: str | os.PathLike[str],
-    config: ShardConfig | None,
-    rows: list[dict[str, Any]],
-) -> DatasetResult:
+def finalize_dataset(plan: DatasetPlan, rows: list[dict[str, Any]]) -> DatasetResult:
     """Publish the staged shards: manifest, then `dataset.json`, then the folder into place."""
-    plan = _load_plan(catalog_dir, store_root, config)
-    final = fs.join(out_root, plan.version)
+    final, staging = plan.path, plan.staging
     if fs.exists(fs.join(final, DATASET_JSON)):
         return _result(load_dataset_info(final), created=False)
-    staging = fs.staging_name(final)
+    planned = _Plan.load(plan)
     manifest = sorted(rows, key=lambda r: (r["split"], r["index"]))
-    _check_staged(staging, plan, manifest)
+    _check_staged(staging, planned, manifest)
     if fs.is_local(final):
-        fs.remove_stale_temps(fs.url_to_fs(staging)[1])  # shard writes cut off by a kill
+        local_staging = fs.url_to_fs(staging)[1]
+        fs.remove_stale_temps(local_staging)  # shard writes cut off by a kill
+        os.unlink(os.path.join(local_staging, PLAN))  # the plan is not part of the version
         write_manifest(staging, manifest)
-        write_dataset_info(_info(staging, plan))
-        fs.rename_into_place(fs.url_to_fs(staging)[1], fs.url_to_fs(final)[1], DATASET_JSON)
+        write_dataset_info(_info(staging, planned))
+        fs.rename_into_place(local_staging, fs.url_to_fs(final)[1], DATASET_JSON)
     else:
-        _publish_remote(staging, final, manifest, plan)
+        _publish_remote(staging, final, manifest, planned)
     info = load_dataset_info(final)
     log.info("dataset %s written to %s: %s, left out %s", plan.version, final, info.splits,
              info.left_out)
     return _result(info, created=True)
-
-
-def _load_plan(catalog_dir: str | os.PathLike[str], store_root: str | os.PathLike[str],
-               config: ShardConfig | None) -> _Plan:
-    """The deterministic plan of these inputs (every part recomputes the same one)."""
-    if not fs.exists(store_root):
-        raise FileNotFoundError(f"poster store {store_root!s} does not exist")
-    return _plan(str(catalog_dir), PosterStore(store_root), config or ShardConfig())
 
 
 def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
@@ -278,7 +285,8 @@ def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
     rows = rows.sort_values(["split", "spread"], ignore_index=True)
     counts = {split: _shard_count(rows[rows["split"] == split], config) for split in SPLITS}
     rows["shard"] = rows.groupby("split").cumcount() % rows["split"].map(counts).clip(lower=1)
-    return _Plan(rows, labels, counts, left_out, Path(catalog_dir.rstrip("/")).name, config)
+    return _Plan(rows[list(PLAN_SCHEMA.names)], labels, counts, left_out,
+                 Path(catalog_dir.rstrip("/")).name, config)
 
 
 def _read_catalog(catalog_dir: str) -> tuple[pd.DataFrame, list[str]]:
