@@ -47,6 +47,45 @@ def test_staged_dir_keeps_first_complete_copy(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["v"]
 
 
+def test_staged_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "shards" / "train-00000-of-00001.tfrecord"
+    with pytest.raises(RuntimeError), fs.staged_file(str(target)) as local:
+        Path(local).write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert list((tmp_path / "shards").iterdir()) == []
+    with fs.staged_file(str(target)) as local:
+        assert Path(local).parent == target.parent and Path(local).name.startswith(fs.TEMP_PREFIX)
+        Path(local).write_bytes(b"whole")
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    assert target.read_bytes() == b"whole"
+    with fs.staged_file("memory://pf-staged/shard") as local:  # object stores: one upload
+        Path(local).write_bytes(b"remote")
+    assert fs.url_to_fs("memory://pf-staged/shard")[0].cat_file("/pf-staged/shard") == b"remote"
+
+
+def test_rename_into_place_first_complete_writer_wins(tmp_path: Path) -> None:
+    first, second, final = tmp_path / ".a", tmp_path / ".b", tmp_path / "v"
+    for staged, text in ((first, "first"), (second, "second")):
+        staged.mkdir()
+        (staged / "done").write_text(text)
+    fs.rename_into_place(str(first), str(final), marker="done")
+    fs.rename_into_place(str(second), str(final), marker="done")
+    assert (final / "done").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+    (final / "done").rename(final / "stray")  # a folder without its marker is not published
+    second.mkdir()
+    (second / "done").write_text("second")
+    with pytest.raises(OSError):
+        fs.rename_into_place(str(second), str(final), marker="done")
+    assert (second / "done").is_file()  # nothing lost
+
+
+def test_staging_name_is_fixed_and_temp_names_unique() -> None:
+    assert fs.staging_name("s3://b/datasets/v1") == f"s3://b/datasets/{fs.TEMP_PREFIX}v1"
+    assert fs.temp_name("/d/v1").startswith(f"/d/{fs.TEMP_PREFIX}v1-")
+    assert fs.temp_name("/d/v1") != fs.temp_name("/d/v1")
+
+
 def test_remove_stale_temps(tmp_path: Path) -> None:
     (tmp_path / f"{fs.TEMP_PREFIX}x-1").write_bytes(b"partial")
     (tmp_path / "keep").write_bytes(b"ok")
