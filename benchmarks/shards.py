@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from storage.catalog import LabelVocabulary, write_catalog, write_labels  # noqa: E402
 from storage.posters import PosterStore  # noqa: E402
-from tasks.shards import ShardConfig, build_dataset, make_dataset  # noqa: E402
+from tasks.images import make_dataset  # noqa: E402
+from tasks.shards import ShardConfig, build_dataset  # noqa: E402
 
 SHARED = Path(os.environ.get("POSTERFLOW_SHARED", REPO.parent / "shared"))
 POSTERS_DEV = SHARED / "data" / "posters-dev"

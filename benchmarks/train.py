@@ -106,8 +106,8 @@ def child_seed(dataset: str, epochs: int) -> dict:
     import tf_keras
 
     from storage.datasets import load_dataset_info
+    from storage.shard_reader import read_records
     from tasks.model import macro_f1, macro_soft_f1
-    from tasks.shards import read_records
 
     labels = load_dataset_info(dataset).labels
 

@@ -39,7 +39,7 @@ class EmbedResult:
 def _new_posters(dataset_dir: str, splits: list[str], known: set[str],
                  on_record: Callable[[], None]) -> Iterator[tuple[bytes, bytes]]:
     """(sha256, encoded image) of each poster not in `known`, each once, across splits."""
-    from tasks.shards import read_records
+    from storage.shard_reader import read_records
 
     seen = set(known)
     for split in splits:

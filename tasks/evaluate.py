@@ -231,8 +231,8 @@ def evaluate_saved_model(
     import tensorflow as tf
 
     from storage.datasets import load_dataset_info
+    from storage.shard_reader import read_records
     from tasks.export import load_model_assets
-    from tasks.shards import read_records
 
     assets = load_model_assets(model_dir)
     labels = assets["labels"]

@@ -7,8 +7,7 @@ The build splits into `plan_dataset` (the one read of the catalog and listing of
 it persists the plan in the version's staging folder), `write_shard_part` (any number of
 disjoint parts, each in its own task or process) and `finalize_dataset`, which both read
 that plan; `build_dataset` runs all three.
-`read_records` and `make_dataset` stream a version back through tf.data, verifying shard
-checksums first.
+Its reader is `storage/shard_reader.py`.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,24 +40,18 @@ from storage.datasets import (
     read_manifest,
     read_plan,
     shard_name,
-    verify_shard,
     version_id,
     write_dataset_info,
     write_manifest,
     write_plan,
 )
 from storage.posters import PosterStore
-from storage.records import IMAGE, LABELS, PosterRecord, parse, serialize
-from tasks.images import decode_image
-
-if TYPE_CHECKING:
-    import tensorflow as tf
+from storage.records import PosterRecord, serialize
 
 log = logging.getLogger(__name__)
 
 RECORD_OVERHEAD_BYTES = 160  # Example framing, imdb_id, sha256 hex and TFRecord CRCs
 READ_BATCH = 256  # posters fetched per fsspec `cat` call while writing
-SHUFFLE_BUFFER = 4096  # records (encoded posters, ~15 kB each) held for shuffling
 
 
 class DatasetCheckError(ValueError):
@@ -439,82 +431,4 @@ def _result(info: DatasetInfo, created: bool) -> DatasetResult:
         version=info.version, path=info.path, splits=info.splits, left_out=info.left_out,
         shards=len(manifest), bytes=int(manifest["bytes"].sum()), created=created,
     )
-
-
-# --- reading ---------------------------------------------------------------------------
-
-
-def _verify_shards(dataset_dir: str | os.PathLike[str], manifest: pd.DataFrame) -> None:
-    """Check the shards in these manifest rows; the error names the first bad one."""
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda r: verify_shard(dataset_dir, r.shard, r.bytes, r.sha256),
-                      manifest.itertuples(index=False)))
-
-
-def _shard_files(dataset_dir: str, split: str, verify: bool) -> tuple[list[str], DatasetInfo]:
-    """The shard paths of a split, in index order, verified first when asked."""
-    info = load_dataset_info(dataset_dir)
-    if split not in info.splits:
-        raise ValueError(f"dataset {dataset_dir} has splits {sorted(info.splits)}, not {split!r}")
-    manifest = read_manifest(dataset_dir)
-    manifest = manifest[manifest["split"] == split]
-    if verify:
-        _verify_shards(dataset_dir, manifest)
-    return [fs.join(dataset_dir, s) for s in manifest["shard"]], info
-
-
-def _serialized(paths: list[str], compression: str, shuffle_seed: int | None,
-                shuffle: bool) -> tf.data.Dataset:
-    """Serialized examples from the shards, read with a parallel, ordered interleave."""
-    import tensorflow as tf
-
-    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
-    if shuffle:
-        files = files.shuffle(max(1, len(paths)), seed=shuffle_seed)
-    return files.interleave(
-        lambda p: tf.data.TFRecordDataset(p, compression),
-        cycle_length=max(1, min(len(paths), 8)), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-
-
-def read_records(dataset_dir: str | os.PathLike[str], split: str,
-                 verify: bool = True) -> tf.data.Dataset:
-    """Parsed records {imdb_id, image (encoded), sha256, labels} of a split, in fixed order."""
-    import tensorflow as tf
-
-    paths, info = _shard_files(str(dataset_dir), split, verify)
-    n_labels = len(info.labels)
-    return _serialized(paths, info.compression, None, shuffle=False).map(
-        lambda s: parse(s, n_labels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def make_dataset(
-    dataset_dir: str | os.PathLike[str],
-    split: str,
-    batch_size: int = 256,
-    shuffle_seed: int | None = None,
-    shuffle: bool = False,
-    verify: bool = True,
-) -> tf.data.Dataset:
-    """Batches of (images float32[b,224,224,3] in [0,1], labels float32[b,n]) for training.
-
-    Shuffles when `shuffle` is true or a `shuffle_seed` is given; with a seed the order of
-    every epoch is reproducible.
-    """
-    import tensorflow as tf
-
-    paths, info = _shard_files(str(dataset_dir), split, verify)
-    n_labels = len(info.labels)
-    shuffle = shuffle or shuffle_seed is not None
-
-    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        example = parse(serialized, n_labels)
-        return decode_image(example[IMAGE]), example[LABELS]
-
-    ds = _serialized(paths, info.compression, shuffle_seed, shuffle)
-    if shuffle:
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -245,7 +245,7 @@ def select_head(train_split: Split, val_split: Split, config: TrainConfig,
 
 def split_labels(dataset_dir: str, split: str) -> tuple[list[str], np.ndarray]:
     """(sha256 list, labels float32 [n, labels]) of a split, in the records' order."""
-    from tasks.shards import read_records
+    from storage.shard_reader import read_records
 
     shas, labels = [], []
     for record in read_records(dataset_dir, split).map(
@@ -294,7 +294,7 @@ def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: 
     """Train the top backbone blocks and the head end to end on decoded images from the shards."""
     import tf_keras
 
-    from tasks.shards import make_dataset
+    from tasks.images import make_dataset
 
     with distribution_strategy(config.distribution).scope():
         layer = backbone_layer(config.backbone, trainable=True)
@@ -333,7 +333,7 @@ def _report_samples(dataset_dir: str, probs: np.ndarray, labels: list[str],
                     thresholds: dict[str, float], count: int = REPORT_SAMPLES
                     ) -> list[tuple[bytes, list[str], list[str]]]:
     """(poster bytes, true genres, predicted genres) of the first test posters."""
-    from tasks.shards import read_records
+    from storage.shard_reader import read_records
 
     cutoffs = np.array([thresholds[name] for name in labels])
     samples = []
@@ -384,7 +384,7 @@ def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
         compare[other.loss] = rival.model.predict(test_x, verbose=0)
     final, val_x, test_inputs = chosen, splits["val"][0], test_x
     if config.fine_tune_blocks > 0:
-        from tasks.shards import make_dataset
+        from tasks.images import make_dataset
 
         final = fine_tune(dataset_dir, chosen, splits["val"][1], config, progress)
         histories["fine_tune"] = final.history

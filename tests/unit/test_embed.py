@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 
 from storage.embeddings import EmbeddingCache, MissingEmbeddingsError
+from storage.shard_reader import read_records
 from tasks.backbone import backbone_id, backbone_layer, build_standin_backbone
 from tasks.embed import embed_dataset
 from tasks.images import decode_image
-from tasks.shards import read_records
 from tests.model_helpers import write_tiny_dataset
 
 SIZES = {"train": 12, "val": 6, "test": 6}

@@ -1,4 +1,5 @@
-"""tasks.shards + storage.datasets: round trip, determinism, immutability, corruption, reader."""
+"""tasks.shards + storage.shard_reader + storage.datasets: round trip, determinism,
+immutability, corruption, reader."""
 
 from __future__ import annotations
 
@@ -16,13 +17,9 @@ from storage.datasets import (
     verify_shard,
 )
 from storage.posters import PosterStore
-from tasks.shards import (
-    DatasetCheckError,
-    ShardConfig,
-    build_dataset,
-    make_dataset,
-    read_records,
-)
+from storage.shard_reader import read_records
+from tasks.images import make_dataset
+from tasks.shards import DatasetCheckError, ShardConfig, build_dataset
 from tests.shards_helpers import LABELS, genres_of, tree, write_inputs
 
 N = 40

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from storage.embeddings import EmbeddingCache
+from storage.shard_reader import read_records
 from tasks.backbone import build_standin_backbone
 from tasks.embed import embed_dataset
 from tasks.images import decode_image
 from tasks.model import build_head, macro_f1, macro_soft_f1
-from tasks.shards import read_records
 from tasks.train import (
     HeadParams,
     TrainConfig,

@@ -1,0 +1,86 @@
+"""The one reader of dataset shards: a version's records back through tf.data, verified first.
+
+The shards are written by the shards stage (`tasks/shards.py`) with the feature spec of
+`storage/records.py`. Each shard's size and sha256 are checked against the manifest before
+a byte is parsed (`verify=False` skips), then a split's shards are read with a parallel,
+ordered interleave. `read_records` gives parsed records in a fixed order; `read_examples`
+gives the serialized ones, optionally shuffled, for input pipelines that decode them.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from storage import fs
+from storage.datasets import DatasetInfo, load_dataset_info, read_manifest, verify_shard
+from storage.records import parse
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+SHUFFLE_BUFFER = 4096  # records (encoded posters, ~15 kB each) held for shuffling
+VERIFY_THREADS = 4
+
+
+def _verify_shards(dataset_dir: str, manifest: pd.DataFrame) -> None:
+    """Check the shards in these manifest rows; the error names the first bad one."""
+    with ThreadPoolExecutor(VERIFY_THREADS) as pool:
+        list(pool.map(lambda r: verify_shard(dataset_dir, r.shard, r.bytes, r.sha256),
+                      manifest.itertuples(index=False)))
+
+
+def _shard_files(dataset_dir: str, split: str, verify: bool) -> tuple[list[str], DatasetInfo]:
+    """The shard paths of a split, in index order, verified first when asked."""
+    info = load_dataset_info(dataset_dir)
+    if split not in info.splits:
+        raise ValueError(f"dataset {dataset_dir} has splits {sorted(info.splits)}, not {split!r}")
+    manifest = read_manifest(dataset_dir)
+    manifest = manifest[manifest["split"] == split]
+    if verify:
+        _verify_shards(dataset_dir, manifest)
+    return [fs.join(dataset_dir, s) for s in manifest["shard"]], info
+
+
+def _serialized(paths: list[str], compression: str, shuffle_seed: int | None,
+                shuffle: bool) -> tf.data.Dataset:
+    """Serialized examples from the shards, read with a parallel, ordered interleave."""
+    import tensorflow as tf
+
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+    if shuffle:
+        files = files.shuffle(max(1, len(paths)), seed=shuffle_seed)
+    return files.interleave(
+        lambda p: tf.data.TFRecordDataset(p, compression),
+        cycle_length=max(1, min(len(paths), 8)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def read_examples(dataset_dir: str | os.PathLike[str], split: str,
+                  shuffle_seed: int | None = None, shuffle: bool = False,
+                  verify: bool = True) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """Serialized examples of a split and the version's `dataset.json`.
+
+    In shard order, or shuffled (shards, then records in a buffer) when `shuffle` is set;
+    with a `shuffle_seed` the order of every epoch is reproducible.
+    """
+    paths, info = _shard_files(str(dataset_dir), split, verify)
+    examples = _serialized(paths, info.compression, shuffle_seed, shuffle)
+    if shuffle:
+        examples = examples.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed)
+    return examples, info
+
+
+def read_records(dataset_dir: str | os.PathLike[str], split: str,
+                 verify: bool = True) -> tf.data.Dataset:
+    """Parsed records {imdb_id, image (encoded), sha256, labels} of a split, in fixed order."""
+    import tensorflow as tf
+
+    examples, info = read_examples(dataset_dir, split, verify=verify)
+    n_labels = len(info.labels)
+    return examples.map(lambda s: parse(s, n_labels), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
