@@ -163,7 +163,7 @@ class DatasetPlan:
 
     version: str
     path: str  # the final version folder
-    staging: str  # where parts stage their shards until `finalize_dataset` publishes them
+    staging: str  # holds the plan and the staged shards until `finalize_dataset` publishes
     shards: int
     exists: bool  # the version is already complete: nothing to write
 
