@@ -1,4 +1,4 @@
-"""The cache policy of the pipeline's tasks: key on input content, trust only outputs that exist.
+"""How the pipeline's tasks reuse and redo work: a content-keyed cache, retries on IO only.
 
 Prefect's INPUTS policy hashes argument values, so a path whose file changed would still hit
 the cache, and a cached result would be returned even after someone deleted the files it
@@ -8,6 +8,7 @@ result is used only while every output path it names still exists. A stale recor
 never overwritten: the key moves on to the record's next generation (a key derived from
 it), so the rerun's result is cached there and found by the next run the same way.
 A stage may add its own staleness rule (fetch: a chunk with transient failures is retried).
+Retries (`IO_RETRIES`) go on the IO tasks only: validation and training fail deterministically.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from storage.fs import exists, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 MAX_GENERATIONS = 64  # stale records skipped before giving up on caching this input
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120],
+                              "retry_jitter_factor": 0.5}
 
 
 def _plain(value: Any) -> Any:
