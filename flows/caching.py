@@ -1,4 +1,4 @@
-"""The cache policy of the pipeline's tasks: key on input content, trust only outputs that exist.
+"""How the pipeline's tasks reuse and redo work: a content-keyed cache, retries on IO only.
 
 Prefect's INPUTS policy hashes argument values, so a path whose file changed would still hit
 the cache, and a cached result would be returned even after someone deleted the files it
@@ -8,6 +8,7 @@ result is used only while every output path it names still exists. A stale recor
 never overwritten: the key moves on to the record's next generation (a key derived from
 it), so the rerun's result is cached there and found by the next run the same way.
 A stage may add its own staleness rule (fetch: a chunk with transient failures is retried).
+Retries (`IO_RETRIES`) go on the IO tasks only: validation and training fail deterministically.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
-from storage.fs import exists, sha256_bytes, sha256_file
+from storage.fs import exists, sha256_file
 
 log = logging.getLogger(__name__)
 MAX_GENERATIONS = 64  # stale records skipped before giving up on caching this input
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [5, 30, 120],
+                              "retry_jitter_factor": 0.5}
 
 
 def _plain(value: Any) -> Any:
@@ -84,14 +87,3 @@ def missing_outputs(paths: Callable[[Any], Iterable[str]]) -> Callable[[Any], st
 def file_digest(path: Any) -> str:
     """Content fingerprint of one file (local path or fsspec URL)."""
     return sha256_file(str(path))
-
-
-def poster_index_digest(store_root: Any) -> str:
-    """Content fingerprint of a poster store: its index rows, not the index files' bytes."""
-    from storage.posters import PosterStore
-
-    index = PosterStore(str(store_root)).read_index()
-    if index.empty:
-        return sha256_bytes(b"")
-    rows = index[["imdb_id", "url", "sha256"]].astype(str).sort_values(["imdb_id", "url", "sha256"])
-    return sha256_bytes("\n".join(rows.agg("\t".join, axis=1)).encode())

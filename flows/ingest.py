@@ -1,4 +1,4 @@
-"""The `ingest` flow: validate -> fetch (fanned out over chunks) -> shards (over parts)."""
+"""The ingest flows: validate the catalog -> fetch posters (over chunks) -> shards (over parts)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ from dataclasses import dataclass
 
 from prefect import flow, unmapped
 
-from flows import steps
 from flows.config import IngestConfig
+from flows.ingest_tasks import (
+    build_dataset_part,
+    compact_index,
+    fetch_chunk,
+    plan_dataset_version,
+    prepare_store,
+    publish_dataset,
+    validate_catalog_csv,
+)
 from flows.runners import task_runner
 from tasks.shards import DatasetResult
 
@@ -24,34 +32,34 @@ class IngestResult:
 
 
 @flow(name="fetch")
-def fetch(catalog_dir: str, store_root: str, config: IngestConfig) -> dict[str, int]:
+def fetch_flow(catalog_dir: str, store_root: str, config: IngestConfig) -> dict[str, int]:
     """Fetch the catalog's posters as `scale.fetch_chunks` concurrent chunks, then compact."""
-    store = steps.prepare_store(store_root)
+    store = prepare_store(store_root)
     chunks = [(i, config.scale.fetch_chunks) for i in range(config.scale.fetch_chunks)]
-    fetched = steps.fetch_chunk.map(unmapped(catalog_dir), unmapped(store),
-                                    unmapped(config.fetch), chunks)
-    return steps.compact_index(store, fetched.result())
+    fetched = fetch_chunk.map(unmapped(catalog_dir), unmapped(store), unmapped(config.fetch),
+                              chunks)
+    return compact_index(store, fetched.result())
 
 
 @flow(name="shards")
-def shards(catalog_dir: str, store_root: str, datasets_root: str,
-           config: IngestConfig) -> DatasetResult:
+def shards_flow(catalog_dir: str, store_root: str, datasets_root: str,
+                config: IngestConfig) -> DatasetResult:
     """Plan the version, stage its shards as `scale.shard_parts` concurrent parts, publish."""
-    plan = steps.plan_dataset(catalog_dir, store_root, datasets_root, config.shards)
+    plan = plan_dataset_version(catalog_dir, store_root, datasets_root, config.shards)
     n = config.scale.shard_parts
-    parts = [] if plan.exists else steps.build_dataset_part.map(
+    parts = [] if plan.exists else build_dataset_part.map(
         unmapped(plan), unmapped(store_root), [(i, n) for i in range(n)]).result()
-    return steps.build_dataset(plan, parts)
+    return publish_dataset(plan, parts)
 
 
 @flow(name="ingest")
-def ingest(config: IngestConfig) -> IngestResult:
+def ingest_flow(config: IngestConfig) -> IngestResult:
     """Validate the catalog, fetch its posters and build an immutable dataset version."""
     storage = config.storage
-    catalog = steps.validate_catalog(config.catalog_csv, storage.path("catalogs"), config.catalog)
+    catalog = validate_catalog_csv(config.catalog_csv, storage.path("catalogs"), config.catalog)
     store = storage.path("posters")
-    outcomes = fetch.with_options(task_runner=task_runner(config.scale))(
+    outcomes = fetch_flow.with_options(task_runner=task_runner(config.scale))(
         catalog.out_dir, store, config)
-    dataset = shards.with_options(task_runner=task_runner(config.scale))(
+    dataset = shards_flow.with_options(task_runner=task_runner(config.scale))(
         catalog.out_dir, store, storage.path("datasets"), config)
     return IngestResult(catalog.out_dir, catalog.data_docs_index, store, dataset.path, outcomes)

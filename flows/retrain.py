@@ -1,4 +1,4 @@
-"""The `retrain` flow: ingest, then train on the dataset it produced."""
+"""The retrain flow: ingest, then train on the dataset it produced."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from prefect import flow
 
 from flows.config import RetrainConfig
-from flows.ingest import IngestResult, ingest
-from flows.train import TrainFlowResult, train
+from flows.ingest import IngestResult, ingest_flow
+from flows.train import TrainFlowResult, train_flow
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,8 @@ class RetrainResult:
 
 
 @flow(name="retrain")
-def retrain(config: RetrainConfig) -> RetrainResult:
+def retrain_flow(config: RetrainConfig) -> RetrainResult:
     """Catalog -> fetch -> shards -> embed -> train -> evaluate -> export -> register."""
-    ingested = ingest(config.ingest_config())
-    trained = train(config.train_config(ingested.dataset_dir))
+    ingested = ingest_flow(config.ingest_config())
+    trained = train_flow(config.train_config(ingested.dataset_dir))
     return RetrainResult(ingested, trained)

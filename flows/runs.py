@@ -40,9 +40,9 @@ class RunSummary:
 
 def run_retrain(config: RetrainConfig) -> RunSummary:
     """Run `retrain` on the current Prefect API (the ephemeral server when none is set)."""
-    from flows.retrain import retrain
+    from flows.retrain import retrain_flow
 
-    state = retrain(config, return_state=True)
+    state = retrain_flow(config, return_state=True)
     run_id = state.state_details.flow_run_id
     stages = stage_states(run_id) if run_id else []
     if state.is_completed():

@@ -21,7 +21,6 @@ import logging
 import random
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from yarl import URL
 from storage import fs
 from storage.catalog import load_catalog
 from storage.posters import PosterStore
+from storage.runs import new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -517,13 +517,6 @@ def split_cached(rows: pd.DataFrame, store: PosterStore) -> tuple[list[dict], li
     return cached, todo
 
 
-def new_run_id(chunk: tuple[int, int] | None) -> str:
-    """A sortable, unique run id (UTC time + random suffix, + the chunk when given)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    suffix = f"-chunk{chunk[0]:03d}of{chunk[1]:03d}" if chunk else ""
-    return f"{stamp}-{uuid.uuid4().hex[:8]}{suffix}"
-
-
 def summarize(report: pd.DataFrame, elapsed: float) -> dict[str, Any]:
     """Outcome counts (all OUTCOMES, adding up to the rows) and throughput."""
     counts = {o: int((report["outcome"] == o).sum()) for o in OUTCOMES}
@@ -560,7 +553,7 @@ def fetch_posters(
     rows = load_catalog_urls(str(catalog_dir), chunk)
     if chunk is None:
         store.remove_stale_temps()
-    run_id = run_id or new_run_id(chunk)
+    run_id = run_id or new_run_id(f"chunk{chunk[0]:03d}of{chunk[1]:03d}" if chunk else "")
     cached, todo = split_cached(rows, store)
     log.info("fetch %s: %d rows, %d cached, %d to fetch", run_id, len(rows), len(cached), len(todo))
     progress = Progress(len(rows), len(cached), on_progress)

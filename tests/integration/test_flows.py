@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,19 @@ def _artifacts(keys: list[str]) -> dict[str, str]:
     return {a.key: a.data for a in found}
 
 
+def _assert_table_counts_every_reject(table: list[dict], catalog_dir: str) -> None:
+    """The validation table names each of the demo's defects with the count in rejects.parquet."""
+    import pandas as pd
+
+    rejected = {r["reject reason"]: r["rows"] for r in table if r["check"] == "rows rejected"}
+    on_disk = pd.read_parquet(Path(catalog_dir, "rejects.parquet"))["reasons"]
+    assert rejected == dict(Counter(reason for reasons in on_disk for reason in reasons))
+    assert rejected == {"bad_imdb_id": 1, "dropped_genre": 1, "duplicate_id": 1,
+                        "missing_genre": 1, "missing_poster": 1}  # tasks/demo.py's defects
+    accepted = next(r for r in table if r["check"] == "rows accepted")
+    assert accepted["rows"] == len(pd.read_parquet(Path(catalog_dir, "catalog.parquet")))
+
+
 def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_backbone,
                                                  tmp_path):
     import tensorflow as tf
@@ -69,7 +83,7 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     assert "> integration test run" in arts["model-report"]
     assert Path(out["report_dir"], "summary.md").read_text() == arts["model-report"]
     assert "| label | precision | recall |" in arts["model-report"]
-    assert "missing_poster" in arts["catalog-validation"] or "rows" in arts["catalog-validation"]
+    _assert_table_counts_every_reject(json.loads(arts["catalog-validation"]), out["catalog_dir"])
 
     registry = Registry(str(data_root / "registry"))
     serve = tf.saved_model.load(registry.path("posterflow")).signatures["serving_default"]
@@ -80,7 +94,7 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
 
     second = run_retrain(config)
     assert second.error is None, second.error
-    for stage in ("validate-catalog", "fetch-posters", "build-dataset", "embed-posters",
+    for stage in ("validate-catalog", "fetch-posters", "publish-dataset", "embed-posters",
                   "train-model", "register-model"):
         assert stage_state(second.stages, stage) == {"Cached"}, (stage, second.stages)
     assert second.as_dict()["version"] == 1 and registry.versions("posterflow") == [1]
@@ -126,7 +140,7 @@ def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, st
     assert rerun.returncode == 0, log.read_text()[-3000:]
     summary = json.loads(stdout)
     stages = summary["stages"]
-    for finished in ("validate-catalog", "fetch-posters", "build-dataset"):
+    for finished in ("validate-catalog", "fetch-posters", "publish-dataset"):
         assert stage_state(stages, finished) == {"Cached"}, (finished, stages)
     for unfinished in ("train-model", "register-model"):
         assert stage_state(stages, unfinished) == {"Completed"}, (unfinished, stages)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import json
+import os
+import re
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,10 +24,16 @@ from flows.config import (
     parse_override,
     set_dotted,
 )
+from tests.flow_helpers import harness
+
+__all__ = ["harness"]  # fixture used by the Dask test
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
-MODELS = {"flows/retrain.py:retrain": RetrainConfig, "flows/ingest.py:ingest": IngestConfig,
-          "flows/train.py:train": TrainFlowConfig}
+REPO = DEPLOYMENTS.parent
+MODELS = {"flows/retrain.py:retrain_flow": RetrainConfig,
+          "flows/ingest.py:ingest_flow": IngestConfig,
+          "flows/train.py:train_flow": TrainFlowConfig}
+HAS_PREFECT_DASK = importlib.util.find_spec("prefect_dask") is not None
 
 
 def test_yaml_file_plus_dotted_overrides(tmp_path):
@@ -72,9 +85,9 @@ def test_retrain_splits_into_ingest_and_train():
 def test_flow_parameter_schema_is_a_typed_form_with_descriptions():
     from prefect.utilities.callables import parameter_schema
 
-    from flows.retrain import retrain
+    from flows.retrain import retrain_flow
 
-    schema = parameter_schema(retrain).model_dump_for_openapi()
+    schema = parameter_schema(retrain_flow).model_dump_for_openapi()
     assert schema["required"] == ["config"]
     definitions = schema["definitions"]
     retrain_props = definitions["RetrainConfig"]["properties"]
@@ -94,8 +107,11 @@ def test_deployment_parameters_match_the_config_model(deployment):
     model = MODELS[deployment["entrypoint"]]
     assert set(deployment["parameters"]) == {"config"}
     model.model_validate(deployment["parameters"]["config"])
-    module, _, function = deployment["entrypoint"].partition(":")
-    assert f"def {function}(config: {model.__name__})" in (DEPLOYMENTS.parent / module).read_text()
+    # The entrypoint is a flow whose one parameter is typed with that model.
+    path, _, function = deployment["entrypoint"].partition(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
+    assert list(inspect.signature(flow.fn).parameters) == ["config"]
+    assert typing.get_type_hints(flow.fn)["config"] is model
 
 
 def test_deployments_have_the_promised_pools_and_schedule():
@@ -118,15 +134,23 @@ def test_gpu_pool_templates_request_one_nvidia_gpu():
         "containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
     assert k8s["variables"]["properties"]["gpu_count"]["default"] == 1
+
+
+def test_worker_images_copy_every_package_and_keep_the_pinned_tensorflow():
+    # `pip install .` silently skips an `include` package that was not copied into the image.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
     for name in ("Dockerfile.gpu", "Dockerfile.cpu"):
-        text = (DEPLOYMENTS / name).read_text()
-        assert "pip install" in text
-    assert "FROM tensorflow/tensorflow:" in (DEPLOYMENTS / "Dockerfile.gpu").read_text()
+        copied = re.findall(r"^COPY (\S+) \./\1$", (DEPLOYMENTS / name).read_text(), re.M)
+        assert set(packages) <= set(copied), (name, packages, copied)
+    # The GPU base image's TensorFlow must be the pinned release, or pip replaces it (and CUDA).
+    pin = next(d for d in project["project"]["dependencies"] if d.startswith("tensorflow=="))
+    base = re.search(r"^FROM tensorflow/tensorflow:(\S+)-gpu$",
+                     (DEPLOYMENTS / "Dockerfile.gpu").read_text(), re.M)
+    assert base and base.group(1).startswith(pin.removeprefix("tensorflow==").rstrip("*")), pin
 
 
-def test_task_runner_threads_by_default_and_dask_needs_its_extra():
-    import importlib.util
-
+def test_task_runner_threads_by_default():
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.config import ScaleOutConfig
@@ -134,6 +158,44 @@ def test_task_runner_threads_by_default_and_dask_needs_its_extra():
 
     runner = task_runner(ScaleOutConfig(max_workers=3))
     assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
-    if importlib.util.find_spec("prefect_dask") is None:
-        with pytest.raises(RuntimeError, match=r"posterflow\[dask\]"):
-            task_runner(ScaleOutConfig(task_runner="dask"))
+
+
+@pytest.mark.skipif(HAS_PREFECT_DASK, reason="prefect-dask is installed: the Dask test runs")
+def test_dask_runner_without_its_extra_says_how_to_install_it():
+    from flows.config import ScaleOutConfig
+    from flows.runners import task_runner
+
+    with pytest.raises(RuntimeError, match=r"posterflow\[dask\]"):
+        task_runner(ScaleOutConfig(task_runner="dask"))
+
+
+def _worker_pid(_: int) -> int:
+    """The process a mapped task ran in (module level, so Dask workers can import it)."""
+    return os.getpid()
+
+
+def _cluster_workers() -> int:
+    """How many workers the Dask scheduler this task runs under has."""
+    from distributed import worker_client
+
+    with worker_client() as client:
+        return len(client.scheduler_info()["workers"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_PREFECT_DASK,
+                    reason="prefect-dask is not installed (pip install 'posterflow[dask]')")
+def test_dask_runner_runs_mapped_tasks_on_a_local_cluster_of_worker_processes(harness):
+    from prefect import flow, task
+
+    from flows.config import ScaleOutConfig
+    from flows.runners import task_runner
+
+    @flow(task_runner=task_runner(ScaleOutConfig(task_runner="dask", max_workers=2)))
+    def tiny() -> tuple[list[int], int]:
+        pids = task(_worker_pid).map(range(4)).result()
+        return pids, task(_cluster_workers).submit().result()
+
+    pids, workers = tiny()
+    assert workers == 2
+    assert len(pids) == 4 and os.getpid() not in pids  # ran in the workers, not in-process

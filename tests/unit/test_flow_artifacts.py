@@ -1,16 +1,20 @@
-"""Plain helpers of the flow tasks: fetch staleness, validation table, markdown report."""
+"""What the flow tasks render and decide without Prefect: the validation table, the run
+report, and when a cached fetch chunk is redone."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from flows.artifacts import ReportLinks, report_markdown, validation_rows
+from flows.ingest_tasks import _fetch_stale
+from storage.registry import GateDecision, Registration
+from tasks.fetch import FetchResult
 
-from flows.steps import _fetch_stale, report_markdown, validation_rows
 
-
-def _fetch_result(tmp_path, outcomes):
+def _fetch_result(tmp_path, outcomes) -> FetchResult:
     report = tmp_path / "report.parquet"
     report.write_bytes(b"x")
-    return SimpleNamespace(report_path=str(report), summary={"outcomes": outcomes})
+    return FetchResult(run_id="r", report_path=str(report),
+                       summary_path=str(tmp_path / "report.json"),
+                       summary={"outcomes": outcomes})
 
 
 def test_fetch_chunk_with_transient_failures_is_redone(tmp_path):
@@ -41,11 +45,12 @@ def test_report_markdown_has_metrics_gate_labels_links_and_notes():
     metrics = {"val": {"macro_f1": 0.5, "macro_f1_tuned": 0.6, "micro_f1": 0.55},
                "test": {"macro_f1": 0.4, "per_label_tuned": {
                    "Drama": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 3}}}}
-    registration = SimpleNamespace(model="posterflow", version=3, alias="challenger",
-                                   path="/r/posterflow/3",
-                                   decision=SimpleNamespace(reason="test macro F1 0.4 < 0.5"))
-    links = SimpleNamespace(model_dir="/runs/a/model", report_dir="/runs/a/report",
-                            data_docs="/c/data_docs/index.html")
+    decision = GateDecision(promoted=False, reason="test macro F1 0.4 < 0.5",
+                            candidate_f1=0.4, baseline_f1=0.5, champion=2)
+    registration = Registration(model="posterflow", version=3, path="/r/posterflow/3",
+                                alias="challenger", decision=decision)
+    links = ReportLinks(model_dir="/runs/a/model", report_dir="/runs/a/report",
+                        data_docs="/c/data_docs/index.html")
     md = report_markdown(metrics, registration, links, ["STAND-IN BACKBONE: not MobileNetV2"])
     assert md.startswith("# posterflow v3 (challenger)")
     assert "> STAND-IN BACKBONE" in md
@@ -54,3 +59,4 @@ def test_report_markdown_has_metrics_gate_labels_links_and_notes():
     assert "| Drama | 0.5000 | 1.0000 | 0.6667 | 3 |" in md
     assert "**Gate:** test macro F1 0.4 < 0.5" in md
     assert "`/c/data_docs/index.html`" in md and "`/r/posterflow/3`" in md
+    assert "`/runs/a/model`" in md and "`/runs/a/report`" in md
