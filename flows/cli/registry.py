@@ -1,0 +1,215 @@
+"""`posterflow registry ...`: model versions in TF Serving's layout, through the promotion gate.
+
+Exit codes: 0 success, 1 a failed check (gate, corrupt version), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from flows.cli.output import echo_json, fail
+
+if TYPE_CHECKING:
+    from storage.registry import Registry
+
+registry_app = typer.Typer(
+    help="Model versions in TF Serving's layout: register through the promotion gate, "
+    "promote, roll back, verify.",
+    no_args_is_help=True,
+)
+RegistryRef = Annotated[str, typer.Argument(help="A version number or an alias.")]
+# The promotion gate's options, shared by `register` and `promote`.
+Margin = Annotated[float, typer.Option(help="Required test macro F1 gain.")]
+ChampionScore = Annotated[float | None, typer.Option(
+    help="Champion's test macro F1 on the candidate's test split.")]
+Force = Annotated[bool, typer.Option("--force", help="Promote despite the gate.")]
+
+
+@registry_app.callback()
+def _registry(
+    ctx: typer.Context,
+    root: Annotated[
+        str, typer.Option("--root", help="Registry root: a folder or fsspec URL.")
+    ] = "posterflow-data/registry",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = "posterflow",
+) -> None:
+    ctx.obj = {"root": root, "model": model}
+
+
+def _open_registry(ctx: typer.Context) -> tuple[Registry, str]:
+    """The Registry and model name chosen by `posterflow registry --root/--model`."""
+    from storage.registry import Registry
+
+    return Registry(ctx.obj["root"]), ctx.obj["model"]
+
+
+@contextlib.contextmanager
+def _registry_errors() -> Iterator[None]:
+    """Report a registry error as one line and an exit code (1 failed check, 2 bad input)."""
+    from storage.registry import CorruptVersionError, InvalidModelError, NotFoundError
+
+    try:
+        yield
+    except (InvalidModelError, CorruptVersionError) as e:
+        fail("error:", e, code=1)
+    except (NotFoundError, ValueError, OSError) as e:
+        fail("error:", e, code=2)
+
+
+@registry_app.command("register")
+def registry_register(
+    ctx: typer.Context,
+    model_dir: Annotated[str, typer.Argument(help="Exported SavedModel folder (path or URL).")],
+    margin: Margin = 0.0,
+    champion_score: ChampionScore = None,
+    force: Force = False,
+    flow_run_id: Annotated[str | None, typer.Option(help="Prefect flow run id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Add MODEL_DIR as the next version, then gate it: champion or challenger."""
+    import dataclasses
+
+    from storage.fs import exists
+
+    if not exists(model_dir):
+        fail("error:", f"{model_dir} does not exist", code=2)
+    registry, model = _open_registry(ctx)
+    with _registry_errors():
+        reg = registry.register(
+            model_dir, model, margin=margin, champion_score=champion_score, force=force,
+            flow_run_id=flow_run_id,
+        )
+    if as_json:
+        echo_json(dataclasses.asdict(reg))
+    else:
+        typer.echo(f"{model} v{reg.version} -> {reg.alias}: {reg.decision.reason}\n{reg.path}")
+
+
+@registry_app.command("list")
+def registry_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
+    """Registered versions with their aliases, test macro F1 and lineage."""
+    from rich.table import Table
+
+    registry, model = _open_registry(ctx)
+    aliases = registry.aliases(model)["aliases"]
+    rows = []
+    for v in registry.versions(model):
+        info = registry.info(model, v)
+        rows.append({
+            "version": v,
+            "aliases": sorted(a for a, n in aliases.items() if n == v),
+            "test_macro_f1": info.test_macro_f1,
+            "dataset_version": info.lineage.get("dataset_version"),
+            "created_at": info.metadata["created_at"],
+            "flow_run_id": info.metadata.get("flow_run_id"),
+            "path": info.path,
+        })
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table(title=f"{model} @ {registry.root}")
+    for col in ("version", "aliases", "test macro F1", "dataset", "created_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["version"]), ", ".join(r["aliases"]), f"{r['test_macro_f1']:.4f}",
+                      str(r["dataset_version"]), r["created_at"])
+    Console().print(table)
+
+
+@registry_app.command("show")
+def registry_show(ctx: typer.Context, ref: RegistryRef = "champion") -> None:
+    """One version's metadata, aliases and alias history, as JSON."""
+    registry, model = _open_registry(ctx)
+    with _registry_errors():
+        info = registry.info(model, registry.resolve(model, ref))
+    version, state = info.version, registry.aliases(model)
+    echo_json({
+        "version": version,
+        "path": info.path,
+        "aliases": sorted(a for a, n in state["aliases"].items() if n == version),
+        "history": [h for h in state["history"] if version in (h["version"], h["previous"])],
+        "registry": info.metadata,
+    })
+
+
+@registry_app.command("promote")
+def registry_promote(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to set; champion goes through the gate.")] = (
+        "champion"
+    ),
+    margin: Margin = 0.0,
+    champion_score: ChampionScore = None,
+    force: Force = False,
+    reason: Annotated[str, typer.Option(help="Why (recorded, non-champion aliases).")] = "",
+) -> None:
+    """Make VERSION champion if it passes the gate (else challenger, exit 1), or set an alias."""
+    registry, model = _open_registry(ctx)
+    if alias != "champion":
+        with _registry_errors():
+            registry.set_alias(model, alias, version, reason)
+        typer.echo(f"{model} {alias} -> v{version}")
+        return
+    with _registry_errors():
+        decision = registry.promote(
+            model, version, margin=margin, champion_score=champion_score, force=force
+        )
+    typer.echo(f"{model} v{version} -> {'champion' if decision.promoted else 'challenger'}: "
+               f"{decision.reason}")
+    if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    ctx: typer.Context,
+    to: Annotated[
+        int | None,
+        typer.Option(help="Version to roll back to (default: the latest earlier champion)."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the alias history).")] = "",
+) -> None:
+    """Point champion back at an earlier, verified version."""
+    registry, model = _open_registry(ctx)
+    with _registry_errors():
+        version = registry.rollback(model, to, reason)
+    typer.echo(f"{model} champion -> v{version}")
+
+
+@registry_app.command("verify")
+def registry_verify(
+    ctx: typer.Context,
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="A version or alias (default: every version)."),
+    ] = None,
+) -> None:
+    """Re-hash versions against their recorded checksums; exit 1 if any is corrupted."""
+    registry, model = _open_registry(ctx)
+    with _registry_errors():
+        versions = [registry.resolve(model, ref)] if ref else registry.versions(model)
+        results = [registry.verify(model, v) for v in versions]
+    bad = 0
+    for result in results:
+        v = result.version
+        bad += not result.ok
+        typer.echo(f"v{v} ok" if result.ok else f"v{v} CORRUPT: {'; '.join(result.problems)}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@registry_app.command("path")
+def registry_path(ctx: typer.Context, ref: RegistryRef = "champion") -> None:
+    """Print the folder of a verified version (default: the champion), e.g. for TF Serving."""
+    registry, model = _open_registry(ctx)
+    with _registry_errors():
+        typer.echo(registry.path(model, ref))

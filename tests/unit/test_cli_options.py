@@ -1,0 +1,62 @@
+"""The CLI's option defaults stand for the config models' own, and errors print as written."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.cli.options import ModelDefault, given
+from flows.cli.output import fail
+from flows.cli.stages import Distribution, Loss
+from tasks.model import LossName
+from tasks.train import TrainConfig
+
+
+def _model_defaults(group: click.Group) -> list[tuple[str, ModelDefault]]:
+    """(command --option, default) for every option defaulting to a config model's value."""
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _model_defaults(command)
+            continue
+        found += [(f"{name} {p.opts[0]}", p.default) for p in command.params
+                  if isinstance(p.default, ModelDefault)]
+    return found
+
+
+def test_every_model_default_names_a_real_field() -> None:
+    defaults = _model_defaults(typer.main.get_command(app))
+    assert {name.split()[0] for name, _ in defaults} == {"validate", "fetch", "shards", "train"}
+    for name, default in defaults:
+        assert default() is None, name  # the command leaves the field to the model
+        default.value()  # raises ImportError/AttributeError/KeyError when the field moved
+
+
+def test_help_shows_the_models_defaults() -> None:
+    runner = CliRunner(env={"COLUMNS": "250"})
+    out = runner.invoke(app, ["shards", "--help"]).output
+    assert "[default: 100.0]" in out  # ShardConfig.target_shard_bytes in MB
+    out = runner.invoke(app, ["train", "--help"]).output
+    assert "[default: no-sweep]" in out and "[default: early-stopping]" in out
+    assert "mobilenet_v2_100_224/feature_vector/4]" in out
+
+
+def test_choices_are_the_models() -> None:
+    assert get_args(Loss) == get_args(LossName)
+    assert get_args(Distribution) == get_args(TrainConfig.model_fields["distribution"].annotation)
+
+
+def test_given_leaves_out_what_was_not_given() -> None:
+    assert given(a=None, b=[], c=0, d=False, e=["x"]) == {"c": 0, "d": False, "e": ["x"]}
+
+
+def test_fail_prints_brackets_and_exits_with_the_code(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(typer.Exit) as exit_:
+        fail("error:", "no alias [champion]", "second", code=2)
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == "error: no alias [champion]\nerror: second\n"
