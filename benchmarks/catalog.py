@@ -94,7 +94,8 @@ def validation_rows(name: str, src: Path, work: Path, repeats: int) -> list[str]
     """Table rows: read_csv baseline, posterflow parse, whole validation."""
     import pandas as pd
 
-    from tasks.catalog import CatalogConfig, decode_text, parse_table, validate_catalog
+    from tasks.catalog import CatalogConfig, validate_catalog
+    from tasks.catalog_csv import decode_text, parse_table
 
     config = CatalogConfig(min_genre_fraction=0.0265)
     base = median_s(lambda: pd.read_csv(src, dtype=str, keep_default_na=False), repeats)

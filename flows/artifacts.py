@@ -23,8 +23,8 @@ from prefect.artifacts import (
 from storage.fs import exists, join, read_json
 
 if TYPE_CHECKING:
-    from storage.registry import Registration
     from tasks.catalog import CatalogResult
+    from tasks.promotion import Registration
     from tasks.train import TrainResult
 
 PROGRESS_EVERY_S = 2.0

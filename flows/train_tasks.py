@@ -18,8 +18,8 @@ from storage.fs import atomic_write_text, join
 from storage.runs import new_run_id
 
 if TYPE_CHECKING:
-    from storage.registry import Registration
     from tasks.embed import EmbedResult
+    from tasks.promotion import Registration
     from tasks.train import TrainConfig, TrainResult
 
 
@@ -83,10 +83,11 @@ def register_model(model_dir: str, registry_root: str, model_name: str, margin: 
     Cached on the model folder alone: a rerun never registers the same trained model twice.
     """
     from storage.registry import Registry
+    from tasks.promotion import register_candidate
 
-    reg = Registry(registry_root).register(
-        model_dir, model_name, margin=margin, champion_score=champion_score, force=force,
-        flow_run_id=flow_run_id(),
+    reg = register_candidate(
+        Registry(registry_root), model_dir, model_name, margin=margin,
+        champion_score=champion_score, force=force, flow_run_id=flow_run_id(),
     )
     get_run_logger().info("registered %s v%d as %s: %s", model_name, reg.version, reg.alias,
                           reg.decision.reason)

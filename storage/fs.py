@@ -195,3 +195,50 @@ def sha256_file(url: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def list_files(url: str | os.PathLike[str]) -> dict[str, int]:
+    """Every file under a folder as {path relative to it: size in bytes}."""
+    fs, folder = url_to_fs(url)
+    folder = folder.rstrip("/")
+    found = fs.find(folder, detail=True)
+    return {p[len(folder) + 1 :]: int(d["size"]) for p, d in found.items()}
+
+
+def copy_tree_hashed(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], chunk: int = 1 << 20
+) -> dict[str, dict[str, Any]]:
+    """Copy every file of a folder, streamed: {relative path: {sha256, bytes}} of what was written.
+
+    Across filesystems (a local export into an object-store registry, and back). Not atomic:
+    copy into a staging folder, or write a marker file last.
+    """
+    (src_fs, src_root), (dst_fs, dst_root) = url_to_fs(src), url_to_fs(dst)
+    files = {}
+    for rel in sorted(list_files(src)):
+        source, target = f"{src_root.rstrip('/')}/{rel}", f"{dst_root.rstrip('/')}/{rel}"
+        dst_fs.makedirs(target.rpartition("/")[0], exist_ok=True)
+        h, n = hashlib.sha256(), 0
+        with src_fs.open(source, "rb") as r, dst_fs.open(target, "wb") as w:
+            while block := r.read(chunk):
+                h.update(block)
+                w.write(block)
+                n += len(block)
+        files[rel] = {"sha256": h.hexdigest(), "bytes": n}
+    return files
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush one local file, or a folder's entries (after a rename into it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike[str]) -> None:
+    """Flush a local folder's files and folders to disk, before renaming it into place."""
+    for dirpath, _, names in os.walk(folder):
+        for name in [*names, "."]:
+            fsync_path(os.path.join(dirpath, name))

@@ -1,10 +1,14 @@
 """Model registry: immutable, integer-numbered SavedModel versions in TF Serving's layout.
 
 ```
-<root>/<model>/<version>/   saved_model.pb  variables/  assets/  registry.json
-<root>/<model>/aliases.json {"aliases": {"champion": 3, ...}, "history": [...]}
-<root>/<model>/.lock        (local roots: serialises alias read-modify-write)
+<root>/<model>/<version>/    saved_model.pb  variables/  assets/  registry.json
+<root>/<model>/aliases.json  {"aliases": {"champion": 3, ...}, "history": [...]}
+<root>/<model>/models.config TF Serving's config for the aliased versions (`storage.serving`)
+<root>/<model>/.lock         (local roots: serialises alias read-modify-write)
 ```
+
+This module publishes versions and moves aliases; which version deserves `champion` is
+the promotion policy's decision (`tasks.promotion`), made under the alias lock.
 
 What is atomic where:
 - Local/POSIX root (the default): a version is copied into a hidden staging folder
@@ -28,8 +32,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import json
 import logging
 import math
 import os
@@ -37,30 +39,33 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from storage.fs import (
     TEMP_PREFIX,
     atomic_write_json,
-    atomic_write_text,
+    copy_tree_hashed,
+    fsync_path,
+    fsync_tree,
+    list_files,
     read_json,
+    sha256_file,
     temp_name,
     url_to_fs,
 )
+from storage.serving import write_serving_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "posterflow"  # = flows.config.RegisterConfig.model_name default
+DEFAULT_MODEL = "posterflow"  # = the default of flows.config.RegistryConfig.model_name
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 METADATA = "registry.json"
 ALIASES = "aliases.json"
-SERVING_CONFIG = "models.config"
 REQUIRED_FILES = (
     "saved_model.pb",
     "variables/variables.index",
@@ -70,8 +75,6 @@ REQUIRED_FILES = (
     "assets/lineage.json",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CHUNK = 1 << 20
-UNKNOWN_SPLIT = "unknown"  # lineage without a dataset version: never "the same split"
 STALE_STAGING_S = 24 * 3600  # staging folders older than this belong to killed writers
 
 
@@ -80,7 +83,7 @@ class RegistryError(Exception):
 
 
 class InvalidModelError(RegistryError):
-    """The folder given to `register` is not a complete exported model."""
+    """The folder given to `read_export` (to register) is not a complete exported model."""
 
 
 class NotFoundError(RegistryError):
@@ -106,34 +109,12 @@ class VersionInfo:
 
     @property
     def test_split(self) -> str:
+        """The key of the test split its test metrics were measured on (set at publishing)."""
         return str(self.metadata["test_split"])
 
     @property
     def lineage(self) -> dict[str, Any]:
         return dict(self.metadata["lineage"])
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether a candidate becomes champion, and why (recorded in the alias history)."""
-
-    promoted: bool
-    reason: str
-    candidate_f1: float
-    baseline_f1: float | None = None
-    champion: int | None = None
-    forced: bool = False
-
-
-@dataclass(frozen=True)
-class Registration:
-    """What `register` did: the new version, its folder and the gate's decision."""
-
-    model: str
-    version: int
-    path: str
-    alias: str
-    decision: GateDecision
 
 
 @dataclass(frozen=True)
@@ -154,70 +135,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def split_key(lineage: dict[str, Any]) -> str:
-    """Identity of the test split a model was scored on: fingerprint if given, else dataset."""
-    if lineage.get("test_split_fingerprint"):
-        return f"fingerprint:{lineage['test_split_fingerprint']}"
-    if lineage.get("dataset_version"):
-        return f"dataset:{lineage['dataset_version']}"
-    return UNKNOWN_SPLIT
-
-
-def gate(
-    candidate: VersionInfo,
-    champion: VersionInfo | None,
-    margin: float,
-    champion_score: float | None = None,
-) -> GateDecision:
-    """Promote when candidate test macro F1 >= champion's (on the same split) + margin."""
-    f1 = candidate.test_macro_f1
-    if champion is None:
-        return GateDecision(True, "first version: no champion yet", f1)
-    if champion.test_split == candidate.test_split and candidate.test_split != UNKNOWN_SPLIT:
-        baseline, where = champion.test_macro_f1, f"on the same test split ({candidate.test_split})"
-    elif champion_score is not None:
-        baseline = champion_score
-        where = f"(given) on the candidate's test split ({candidate.test_split})"
-    else:
-        return GateDecision(
-            False,
-            f"not compared: champion v{champion.version} was scored on {champion.test_split}, "
-            f"the candidate on {candidate.test_split}; pass the champion's score on the "
-            "candidate's split (champion_score) to gate it",
-            f1,
-            champion=champion.version,
-        )
-    promoted = f1 >= baseline + margin
-    op = ">=" if promoted else "<"
-    reason = (
-        f"test macro F1 {f1:.4f} {op} champion v{champion.version} {baseline:.4f} "
-        f"+ margin {margin:.4f} {where}"
-    )
-    return GateDecision(promoted, reason, f1, baseline, champion.version)
-
-
-def serving_config(model: str, base_path: str, aliases: dict[str, int]) -> str:
-    """TF Serving model config: load the aliased versions only, labelled by alias.
-
-    Without it TF Serving serves the highest version, challengers included; with
-    `--model_config_file=<model>/models.config --model_config_file_poll_wait_seconds=N`
-    it serves `/versions/<champion>` and `/labels/champion` and follows promotions (add
-    `--allow_version_labels_for_unavailable_models` so a label may name a version that
-    is still loading).
-    """
-    versions = "".join(f"        versions: {v}\n" for v in sorted(set(aliases.values())))
-    labels = "".join(
-        f'    version_labels {{ key: "{a}" value: {v} }}\n' for a, v in sorted(aliases.items())
-    )
-    return (
-        "model_config_list {\n  config {\n"
-        f"    name: {json.dumps(model)}\n    base_path: {json.dumps(base_path)}\n"
-        '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{\n      specific {{\n{versions}      }}\n    }}\n"
-        f"{labels}  }}\n}}\n"
-    )
-
-
 def _check_name(model: str) -> str:
     """Model names become folder names: no slashes, no leading dot."""
     if not _NAME.match(model):
@@ -225,8 +142,19 @@ def _check_name(model: str) -> str:
     return model
 
 
-def _read_export(fs: fsspec.AbstractFileSystem, src: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check an exported model folder and return its (metrics, lineage) assets."""
+@dataclass(frozen=True)
+class ExportedModel:
+    """A complete exported model folder (`tasks.export`'s layout) and its assets."""
+
+    source: str  # the folder as given: a local path or fsspec URL
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+
+
+def read_export(model_dir: str | os.PathLike[str]) -> ExportedModel:
+    """Check an exported model folder; InvalidModelError naming what is missing or malformed."""
+    fs, src = url_to_fs(model_dir)
+    src = src.rstrip("/")
     missing = [rel for rel in REQUIRED_FILES if not fs.isfile(f"{src}/{rel}")]
     if missing:
         raise InvalidModelError(f"{src} is not an exported model: missing {', '.join(missing)}")
@@ -241,31 +169,7 @@ def _read_export(fs: fsspec.AbstractFileSystem, src: str) -> tuple[dict[str, Any
         ) from e
     if not (math.isfinite(f1) and 0.0 <= f1 <= 1.0) or not isinstance(lineage, dict):
         raise InvalidModelError(f"{src}/assets: expected test macro_f1 in [0, 1], got {f1}")
-    return metrics, lineage
-
-
-def _relative_files(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, int]:
-    """Every file under `folder` as {relative path: size}."""
-    folder = folder.rstrip("/")
-    found = fs.find(folder, detail=True)
-    return {p[len(folder) + 1 :]: int(d["size"]) for p, d in found.items()}
-
-
-def _copy_hashing(
-    src_fs: fsspec.AbstractFileSystem, src: str, dst_fs: fsspec.AbstractFileSystem, dst: str
-) -> dict[str, dict[str, Any]]:
-    """Copy every file and return {relative path: {sha256, bytes}} of the bytes written."""
-    files = {}
-    for rel in sorted(_relative_files(src_fs, src)):
-        dst_fs.makedirs(f"{dst}/{rel}".rpartition("/")[0], exist_ok=True)
-        h, n = hashlib.sha256(), 0
-        with src_fs.open(f"{src}/{rel}", "rb") as r, dst_fs.open(f"{dst}/{rel}", "wb") as w:
-            while block := r.read(_CHUNK):
-                h.update(block)
-                w.write(block)
-                n += len(block)
-        files[rel] = {"sha256": h.hexdigest(), "bytes": n}
-    return files
+    return ExportedModel(str(model_dir), metrics, lineage)
 
 
 def _remove_stale_staging(model_dir: str, max_age_s: float = STALE_STAGING_S) -> None:
@@ -287,20 +191,44 @@ def _remove_stale_staging(model_dir: str, max_age_s: float = STALE_STAGING_S) ->
                     os.unlink(entry.path)
 
 
-def _fsync(path: str) -> None:
-    """Flush one local file or directory entry to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass
+class AliasChanges:
+    """A model's aliases.json being edited under its lock; every move is recorded."""
 
+    state: dict[str, Any]  # {"aliases": {name: version}, "history": [...]}
+    changed: bool = False
 
-def _fsync_tree(folder: str) -> None:
-    """Flush a local folder's files and directories to disk before publishing it."""
-    for dirpath, _, names in os.walk(folder):
-        for name in [*names, "."]:
-            _fsync(os.path.join(dirpath, name))
+    def get(self, alias: str) -> int | None:
+        """The version an alias points at, if any."""
+        version = self.state["aliases"].get(alias)
+        return None if version is None else int(version)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.state["history"])
+
+    def move(
+        self,
+        alias: str,
+        version: int | None,
+        *,
+        action: str,
+        reason: str,
+        forced: bool = False,
+        flow_run_id: str | None = None,
+    ) -> None:
+        """Point (or with None, drop) an alias and append the change to the history."""
+        aliases = self.state["aliases"]
+        previous = aliases.get(alias)
+        if version is None:
+            aliases.pop(alias, None)
+        else:
+            aliases[alias] = version
+        entry = {"action": action, "forced": forced, "reason": reason, "flow_run_id": flow_run_id}
+        self.state["history"].append(
+            {"at": utc_now(), "alias": alias, "version": version, "previous": previous, **entry}
+        )
+        self.changed = True
 
 
 class Registry:
@@ -365,7 +293,7 @@ class Registry:
         info = self.info(model, version)
         vdir = f"{self._model_dir(model)}/{version}"
         recorded: dict[str, dict[str, Any]] = info.metadata["files"]
-        actual = _relative_files(self.fs, vdir)
+        actual = list_files(self._url(vdir))
         actual.pop(METADATA, None)
         problems = [
             f"{rel}: recorded at registration, now missing"
@@ -378,18 +306,11 @@ class Registry:
             want = recorded[rel]
             if actual[rel] != want["bytes"]:
                 problems.append(f"{rel}: expected {want['bytes']} bytes, found {actual[rel]}")
-            elif (got := self._sha256(f"{vdir}/{rel}")) != want["sha256"]:
+            elif (got := sha256_file(self._url(f"{vdir}/{rel}"))) != want["sha256"]:
                 problems.append(f"{rel}: sha256 mismatch (expected {want['sha256']}, got {got})")
         return VerifyResult(model, version, tuple(problems))
 
-    def _sha256(self, path: str) -> str:
-        h = hashlib.sha256()
-        with self.fs.open(path, "rb") as f:
-            while block := f.read(_CHUNK):
-                h.update(block)
-        return h.hexdigest()
-
-    def _verified(self, model: str, version: int) -> VersionInfo:
+    def verified(self, model: str, version: int) -> VersionInfo:
         """The version's info, or CorruptVersionError when it fails `verify`."""
         result = self.verify(model, version)
         if not result.ok:
@@ -400,7 +321,7 @@ class Registry:
 
     def path(self, model: str, ref: str | int = CHAMPION) -> str:
         """Folder (local path or URL) of a verified version, e.g. the champion, for serving."""
-        return self._verified(model, self.resolve(model, ref)).path
+        return self.verified(model, self.resolve(model, ref)).path
 
     def load(self, model: str, ref: str | int = CHAMPION) -> Any:
         """`tf.saved_model.load` of a verified version."""
@@ -410,56 +331,40 @@ class Registry:
 
     # --- writing ---------------------------------------------------------------------
 
-    def register(
+    def publish(
         self,
-        model_dir: str | os.PathLike[str],
+        export: ExportedModel,
         model: str = DEFAULT_MODEL,
         *,
-        margin: float = 0.0,
-        champion_score: float | None = None,
-        force: bool = False,
+        test_split: str,
         flow_run_id: str | None = None,
-    ) -> Registration:
-        """Add an exported model as the next version, then gate it against the champion."""
-        src_fs, src = url_to_fs(model_dir)
-        metrics, lineage = _read_export(src_fs, src.rstrip("/"))
+    ) -> VersionInfo:
+        """Add an exported model as the next version (no alias moves: see `tasks.promotion`)."""
         meta = {
             "format": 1,
             "model": model,
             "created_at": utc_now(),
-            "source": str(model_dir),
+            "source": export.source,
             "flow_run_id": flow_run_id,
-            "metrics": metrics,
-            "lineage": lineage,
-            "test_split": split_key(lineage),
+            "metrics": export.metrics,
+            "lineage": export.lineage,
+            "test_split": test_split,
         }
         publish = self._publish_local if self.local else self._publish_remote
-        version = publish(src_fs, src.rstrip("/"), model, meta)
-        log.info("registered %s v%d from %s", model, version, model_dir)
-        decision = self.promote(
-            model,
-            version,
-            margin=margin,
-            champion_score=champion_score,
-            force=force,
-            flow_run_id=flow_run_id,
-            action="register",
-        )
-        alias = CHAMPION if decision.promoted else CHALLENGER
-        return Registration(model, version, self.info(model, version).path, alias, decision)
+        version = publish(export.source, model, meta)
+        log.info("registered %s v%d from %s", model, version, export.source)
+        return self.info(model, version)
 
-    def _publish_local(
-        self, src_fs: fsspec.AbstractFileSystem, src: str, model: str, meta: dict[str, Any]
-    ) -> int:
+    def _publish_local(self, src: str, model: str, meta: dict[str, Any]) -> int:
         """Stage, checksum, fsync, then rename to the next free number (the allocation)."""
         mdir = self._model_dir(model)
         os.makedirs(mdir, exist_ok=True)
         _remove_stale_staging(mdir)
         staging = temp_name(f"{mdir}/version")
         try:
-            meta["files"] = _copy_hashing(src_fs, src, self.fs, staging)
+            meta["files"] = copy_tree_hashed(src, staging)
             atomic_write_json(f"{staging}/{METADATA}", meta)
-            _fsync_tree(staging)
+            fsync_tree(staging)
             while True:
                 version = max(self._folder_numbers(model), default=0) + 1
                 try:
@@ -469,19 +374,17 @@ class Registry:
                         raise
                     log.debug("%s v%d was taken by another writer, trying the next", model, version)
                     continue
-                _fsync(mdir)
+                fsync_path(mdir)
                 return version
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _publish_remote(
-        self, src_fs: fsspec.AbstractFileSystem, src: str, model: str, meta: dict[str, Any]
-    ) -> int:
+    def _publish_remote(self, src: str, model: str, meta: dict[str, Any]) -> int:
         """Upload into the next number, `registry.json` last (single writer per model)."""
         version = max(self._folder_numbers(model), default=0) + 1
-        vdir = f"{self._model_dir(model)}/{version}"
-        meta["files"] = _copy_hashing(src_fs, src, self.fs, vdir)
-        atomic_write_json(self._url(f"{vdir}/{METADATA}"), meta)
+        vdir = self._url(f"{self._model_dir(model)}/{version}")
+        meta["files"] = copy_tree_hashed(src, vdir)
+        atomic_write_json(f"{vdir}/{METADATA}", meta)
         return version
 
     @contextlib.contextmanager
@@ -499,104 +402,46 @@ class Registry:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    @staticmethod
-    def _set_alias(state: dict[str, Any], alias: str, version: int | None, **entry: Any) -> None:
-        """Point (or with None, drop) an alias in `state` and append the change to history."""
-        previous = state["aliases"].get(alias)
-        if version is None:
-            state["aliases"].pop(alias, None)
-        else:
-            state["aliases"][alias] = version
-        state["history"].append(
-            {"at": utc_now(), "alias": alias, "version": version, "previous": previous, **entry}
-        )
+    @contextlib.contextmanager
+    def editing_aliases(self, model: str) -> Iterator[AliasChanges]:
+        """Read-modify-write a model's aliases under its lock.
 
-    def _write_aliases(self, model: str, state: dict[str, Any]) -> None:
-        """Write aliases.json, then the TF Serving config that serves the aliased versions."""
-        mdir = self._model_dir(model)
-        atomic_write_json(self._url(f"{mdir}/{ALIASES}"), state)
-        base = os.path.abspath(mdir) if self.local else self._url(mdir)
-        config = serving_config(model, base, state["aliases"])
-        atomic_write_text(self._url(f"{mdir}/{SERVING_CONFIG}"), config)
-
-    def promote(
-        self,
-        model: str,
-        version: int,
-        *,
-        margin: float = 0.0,
-        champion_score: float | None = None,
-        force: bool = False,
-        flow_run_id: str | None = None,
-        action: str = "promote",
-    ) -> GateDecision:
-        """Gate a verified version against the champion; on refusal it becomes challenger."""
-        candidate = self._verified(model, version)
+        When the block moved an alias (and raised nothing), aliases.json is written, then the
+        TF Serving config that serves the aliased versions.
+        """
         with self._alias_lock(model):
-            state = self.aliases(model)
-            current = state["aliases"].get(CHAMPION)
-            if current == version:
-                f1 = candidate.test_macro_f1
-                return GateDecision(True, f"v{version} is already champion", f1)
-            champion = self.info(model, int(current)) if current is not None else None
-            decision = gate(candidate, champion, margin, champion_score)
-            if force and not decision.promoted:
-                reason = f"forced over the gate: {decision.reason}"
-                decision = replace(decision, promoted=True, forced=True, reason=reason)
-            entry = {
-                "action": action,
-                "forced": decision.forced,
-                "reason": decision.reason,
-                "flow_run_id": flow_run_id,
-            }
-            if decision.promoted:
-                self._set_alias(state, CHAMPION, version, **entry)
-                if state["aliases"].get(CHALLENGER) == version:
-                    self._set_alias(state, CHALLENGER, None, **entry)
-            else:
-                self._set_alias(state, CHALLENGER, version, **entry)
-            self._write_aliases(model, state)
-        log.info("%s v%d: %s", model, version, decision.reason)
-        return decision
+            changes = AliasChanges(self.aliases(model))
+            yield changes
+            if changes.changed:
+                mdir = self._url(self._model_dir(model))
+                atomic_write_json(f"{mdir}/{ALIASES}", changes.state)
+                write_serving_config(mdir, model, changes.state["aliases"])
 
     def set_alias(self, model: str, alias: str, version: int, reason: str = "") -> None:
-        """Point any alias except champion (which only `promote`/`rollback` move) at a version."""
+        """Point any alias except champion (moved only by the gate or `rollback`) at a version."""
         if alias == CHAMPION:
             raise ValueError("champion moves only through promote (the gate) or rollback")
         _check_name(alias)
-        self._verified(model, version)
-        with self._alias_lock(model):
-            state = self.aliases(model)
-            self._set_alias(
-                state, alias, version, action="set", forced=False, reason=reason, flow_run_id=None
-            )
-            self._write_aliases(model, state)
+        self.verified(model, version)
+        with self.editing_aliases(model) as aliases:
+            aliases.move(alias, version, action="set", reason=reason)
 
     def rollback(self, model: str, to: int | None = None, reason: str = "") -> int:
         """Point champion back at an earlier version (default: the latest earlier champion)."""
-        with self._alias_lock(model):
-            state = self.aliases(model)
-            current = state["aliases"].get(CHAMPION)
+        with self.editing_aliases(model) as aliases:
+            current = aliases.get(CHAMPION)
             if current is None:
                 raise NotFoundError(f"{model} has no champion to roll back")
             if to is None:
-                former = {h["version"] for h in state["history"] if h["alias"] == CHAMPION}
+                former = {h["version"] for h in aliases.history if h["alias"] == CHAMPION}
                 earlier = sorted(v for v in former if v is not None and v < current)
                 if not earlier:
                     raise NotFoundError(f"{model}: no champion before v{current} to roll back to")
                 to = earlier[-1]
             if to >= current:
                 raise ValueError(f"rollback goes to an earlier version than v{current}, got v{to}")
-            self._verified(model, to)
-            self._set_alias(
-                state,
-                CHAMPION,
-                to,
-                action="rollback",
-                forced=False,
-                reason=reason or f"rolled back from v{current}",
-                flow_run_id=None,
-            )
-            self._write_aliases(model, state)
+            self.verified(model, to)
+            reason = reason or f"rolled back from v{current}"
+            aliases.move(CHAMPION, to, action="rollback", reason=reason)
         log.info("%s champion rolled back from v%d to v%d", model, current, to)
         return to

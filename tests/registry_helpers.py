@@ -4,6 +4,7 @@ The model follows the serving contract (`serving_default(images: string[batch]) 
 {probabilities: float32[batch, n], genres: string[batch, n] padded with ""}`) without the
 training stage: it scores each image from its byte length, which is enough to load and
 predict. Copies differ only in their assets (metrics, lineage), like real exports do.
+The promotion gate never loads a model: its tests copy `model_files_without_tensorflow`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def save_tiny_savedmodel(path: Path) -> Path:
 
     module = Tiny()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def model_files_without_tensorflow(path: Path) -> Path:
+    """The model files the registry checks and copies, as opaque bytes (no TensorFlow)."""
+    (path / "variables").mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(b"a graph the gate never loads")
+    (path / "variables" / "variables.index").write_bytes(b"an index")
     return path
 
 

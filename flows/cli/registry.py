@@ -75,14 +75,15 @@ def registry_register(
     import dataclasses
 
     from storage.fs import exists
+    from tasks.promotion import register_candidate
 
     if not exists(model_dir):
         fail("error:", f"{model_dir} does not exist", code=2)
     registry, model = _open_registry(ctx)
     with _registry_errors():
-        reg = registry.register(
-            model_dir, model, margin=margin, champion_score=champion_score, force=force,
-            flow_run_id=flow_run_id,
+        reg = register_candidate(
+            registry, model_dir, model, margin=margin, champion_score=champion_score,
+            force=force, flow_run_id=flow_run_id,
         )
     if as_json:
         echo_json(dataclasses.asdict(reg))
@@ -153,6 +154,8 @@ def registry_promote(
     reason: Annotated[str, typer.Option(help="Why (recorded, non-champion aliases).")] = "",
 ) -> None:
     """Make VERSION champion if it passes the gate (else challenger, exit 1), or set an alias."""
+    from tasks.promotion import promote
+
     registry, model = _open_registry(ctx)
     if alias != "champion":
         with _registry_errors():
@@ -160,8 +163,8 @@ def registry_promote(
         typer.echo(f"{model} {alias} -> v{version}")
         return
     with _registry_errors():
-        decision = registry.promote(
-            model, version, margin=margin, champion_score=champion_score, force=force
+        decision = promote(
+            registry, model, version, margin=margin, champion_score=champion_score, force=force
         )
     typer.echo(f"{model} v{version} -> {'champion' if decision.promoted else 'challenger'}: "
                f"{decision.reason}")

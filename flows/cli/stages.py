@@ -57,13 +57,8 @@ def validate_command(
     """
     from pydantic import ValidationError
 
-    from tasks.catalog import (
-        CatalogConfig,
-        CatalogReadError,
-        CatalogSchemaError,
-        catalog_dir,
-        validate_catalog,
-    )
+    from tasks.catalog import CatalogConfig, catalog_dir, validate_catalog
+    from tasks.catalog_csv import CatalogReadError, CatalogSchemaError
 
     if min_genre_count is not None and min_genre_fraction is not None:
         raise typer.BadParameter("give --min-genre-count or --min-genre-fraction, not both")

@@ -13,6 +13,7 @@ import pytest
 
 from storage.fs import TEMP_PREFIX
 from storage.registry import Registry
+from tasks.promotion import register_candidate
 from tests.registry_helpers import make_export, save_tiny_savedmodel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,21 +22,23 @@ MODEL = "posterflow"
 CONCURRENT = """
 import logging, os, sys, time
 from storage.registry import Registry
+from tasks.promotion import register_candidate
 logging.basicConfig(level=logging.DEBUG)  # stderr shows "was taken" retries under contention
 root, model_dir, go = sys.argv[1:4]
 while not os.path.exists(go):  # start together: maximal contention for version numbers
     time.sleep(0.001)
-r = Registry(root).register(model_dir, "posterflow", flow_run_id=f"pid-{os.getpid()}")
+r = register_candidate(Registry(root), model_dir, "posterflow", flow_run_id=f"pid-{os.getpid()}")
 print(r.version, r.alias)
 """
 
 LOOP = """
 import sys
 from storage.registry import Registry
+from tasks.promotion import register_candidate
 registry = Registry(sys.argv[1])
 print("ready", flush=True)
 for _ in range(500):
-    registry.register(sys.argv[2], "posterflow")
+    register_candidate(registry, sys.argv[2], "posterflow")
 """
 
 
@@ -112,7 +115,7 @@ def test_sigkill_mid_registration_leaves_no_visible_partial_version(
             subprocess.run(["rm", "-rf", str(p)], check=True)
     assert killed_while_staging >= 1, "no kill landed mid-staging: the test proved nothing"
     before = Registry(root).versions(MODEL)
-    after = Registry(root).register(export, MODEL)
+    after = register_candidate(Registry(root), export, MODEL)
     assert after.version == max(before, default=0) + 1
     assert Registry(root).verify(MODEL, after.version).ok
 

@@ -16,13 +16,8 @@ from storage.catalog import (
     load_summary,
     load_vocabulary,
 )
-from tasks.catalog import (
-    CatalogCheckError,
-    CatalogConfig,
-    CatalogSchemaError,
-    split_of,
-    validate_catalog,
-)
+from tasks.catalog import CatalogCheckError, CatalogConfig, split_of, validate_catalog
+from tasks.catalog_csv import CatalogSchemaError
 
 HEADER = ",imdbId,Imdb Link,Title,IMDB Score,Genre,Poster"
 POSTER = "https://images-na.ssl-images-amazon.com/images/M/MV5B@@._V1_UX182_CR0,0,182,268_AL_.jpg"

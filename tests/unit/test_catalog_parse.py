@@ -11,17 +11,19 @@ from pydantic import ValidationError
 
 from tasks.catalog import (
     CatalogConfig,
-    CatalogReadError,
-    CatalogSchemaError,
     choose_labels,
-    decode_text,
     genre_tokens,
-    iter_records,
     min_count_for,
-    normalize_header,
-    parse_table,
     repair_title,
     split_of,
+)
+from tasks.catalog_csv import (
+    CatalogReadError,
+    CatalogSchemaError,
+    decode_text,
+    iter_records,
+    normalize_header,
+    parse_table,
 )
 
 HEADER = "imdbId,Imdb Link,Title,IMDB Score,Genre,Poster"

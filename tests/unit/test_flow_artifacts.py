@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flows.artifacts import ReportLinks, report_markdown, validation_rows
 from flows.ingest_tasks import _fetch_stale
-from storage.registry import GateDecision, Registration
 from tasks.fetch import FetchResult
+from tasks.promotion import GateDecision, Registration
 
 
 def _fetch_result(tmp_path, outcomes) -> FetchResult:

@@ -102,3 +102,43 @@ def test_memory_filesystem_url() -> None:
     fs.atomic_write_json("memory://pf/x.json", {"k": 1})
     assert fs.read_json("memory://pf/x.json") == {"k": 1}
     assert fs.exists("memory://pf/x.json")
+
+
+def test_copy_tree_hashed_records_what_it_wrote_across_filesystems(tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    (src / "variables").mkdir(parents=True)
+    (src / "saved_model.pb").write_bytes(b"graph")
+    (src / "variables" / "variables.index").write_bytes(b"x" * (3 << 20))  # several chunks
+    expected = {
+        "saved_model.pb": {"sha256": fs.sha256_bytes(b"graph"), "bytes": 5},
+        "variables/variables.index": {"sha256": fs.sha256_bytes(b"x" * (3 << 20)),
+                                      "bytes": 3 << 20},
+    }
+    remote = f"memory://copy-{tmp_path.name}/model"
+    assert fs.copy_tree_hashed(src, remote) == expected
+    assert fs.list_files(remote) == {"saved_model.pb": 5, "variables/variables.index": 3 << 20}
+    assert fs.copy_tree_hashed(remote, tmp_path / "back") == expected
+    assert (tmp_path / "back" / "saved_model.pb").read_bytes() == b"graph"
+    fsspec_fs, root = fs.url_to_fs(remote)
+    fsspec_fs.rm(root, recursive=True)
+
+
+def test_fsync_tree_flushes_every_file_and_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(b"1")
+    (tmp_path / "g").write_bytes(b"2")
+    flushed: list[str] = []
+    real_fsync = fs.os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(fs.os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(fs.os, "fsync", recording_fsync)
+    fs.fsync_tree(tmp_path)
+    assert sorted(flushed) == sorted(
+        str(p) for p in (tmp_path, tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "f",
+                         tmp_path / "g")
+    )

@@ -1,4 +1,4 @@
-"""storage.registry: TF Serving layout, checksummed immutable versions, gate, aliases, rollback."""
+"""storage.registry: TF Serving layout, checksummed immutable versions, aliases, rollback."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from storage import registry as reg
-from storage.registry import CorruptVersionError, NotFoundError, Registry
+from storage.registry import CorruptVersionError, NotFoundError, Registry, read_export
+from tasks.promotion import promote, register_candidate
 from tests.registry_helpers import LABELS, make_export, save_tiny_savedmodel
 
 MODEL = "posterflow"
@@ -37,7 +38,7 @@ def export(template: Path, tmp_path: Path) -> Export:
 
 def test_first_version_is_champion_with_lineage_checksums(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry")
-    r = registry.register(export(0.4), MODEL, flow_run_id="run-123")
+    r = register_candidate(registry, export(0.4), MODEL, flow_run_id="run-123")
     assert (r.version, r.alias, r.decision.promoted) == (1, "champion", True)
     vdir = tmp_path / "registry" / MODEL / "1"
     assert r.path == str(vdir)
@@ -58,78 +59,45 @@ def test_first_version_is_champion_with_lineage_checksums(export: Export, tmp_pa
     ]
 
 
-def test_gate_promotes_at_or_above_champion_plus_margin(export: Export, tmp_path: Path) -> None:
+def test_publish_adds_a_version_and_moves_no_alias(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "r")
-    registry.register(export(0.50), MODEL)
-    worse = registry.register(export(0.52), MODEL, margin=0.05)
-    assert (worse.alias, worse.decision.promoted) == ("challenger", False)
-    assert "0.5200 < champion v1 0.5000 + margin 0.0500" in worse.decision.reason
-    better = registry.register(export(0.55), MODEL, margin=0.05)
-    assert (better.alias, better.decision.baseline_f1) == ("champion", 0.50)
-    state = registry.aliases(MODEL)
-    assert state["aliases"] == {"champion": 3, "challenger": 2}
-    refused = [h for h in state["history"] if h["version"] == 2]
-    assert refused[0]["alias"] == "challenger" and "margin 0.0500" in refused[0]["reason"]
+    info = registry.publish(read_export(export(0.4)), MODEL, test_split="dataset:ds-1")
+    assert (info.version, info.test_split, info.test_macro_f1) == (1, "dataset:ds-1", 0.4)
+    assert registry.aliases(MODEL) == {"aliases": {}, "history": []}
+    assert sorted(p.name for p in (tmp_path / "r" / MODEL).iterdir()) == ["1"]
 
 
-def test_gate_on_another_split_needs_the_champion_score(export: Export, tmp_path: Path) -> None:
+def test_alias_edits_are_written_only_when_they_complete(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "r")
-    registry.register(export(0.70, "ds-1"), MODEL)
-    blind = registry.register(export(0.60, "ds-2"), MODEL)
-    assert blind.alias == "challenger"
-    assert "scored on dataset:ds-1, the candidate on dataset:ds-2" in blind.decision.reason
-    # The champion scores 0.55 on ds-2's test split: 0.60 beats it there.
-    fair = registry.register(export(0.60, "ds-2"), MODEL, champion_score=0.55)
-    assert (fair.alias, fair.decision.baseline_f1) == ("champion", 0.55)
-    worse = registry.register(export(0.50, "ds-2"), MODEL, champion_score=0.99)
-    assert worse.alias == "challenger"  # same split as champion v3 now: its 0.60 is used
-    assert worse.decision.baseline_f1 == 0.60
-
-
-def test_split_fingerprint_wins_over_dataset_version() -> None:
-    assert reg.split_key({"dataset_version": "a", "test_split_fingerprint": "f"}) == "fingerprint:f"
-    assert reg.split_key({"dataset_version": "a"}) == "dataset:a"
-    assert reg.split_key({}) == reg.UNKNOWN_SPLIT
-
-
-def test_unknown_splits_are_never_the_same_split(template: Path, tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "r")
-    for name, f1 in (("a", 0.5), ("b", 0.9)):
-        folder = make_export(template, tmp_path / name, f1)
-        (folder / "assets" / "lineage.json").write_text('{"backbone": "x"}')
-        last = registry.register(folder, MODEL)
-    assert last.alias == "challenger" and "scored on unknown" in last.decision.reason
-
-
-def test_force_overrides_the_gate_and_is_recorded(export: Export, tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "r")
-    registry.register(export(0.8), MODEL)
-    forced = registry.register(export(0.1), MODEL, force=True)
-    assert (forced.alias, forced.decision.forced) == ("champion", True)
-    last = registry.aliases(MODEL)["history"][-1]
-    assert last["forced"] is True and last["reason"].startswith("forced over the gate: ")
-
-
-def test_promote_challenger_later_clears_it(export: Export, tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "r")
-    registry.register(export(0.5, "ds-1"), MODEL)
-    registry.register(export(0.6, "ds-2"), MODEL)
-    assert registry.aliases(MODEL)["aliases"] == {"champion": 1, "challenger": 2}
-    decision = registry.promote(MODEL, 2, champion_score=0.45)
-    assert decision.promoted
-    assert registry.aliases(MODEL)["aliases"] == {"champion": 2}
+    registry.publish(read_export(export(0.4)), MODEL, test_split="dataset:ds-1")
+    with registry.editing_aliases(MODEL):
+        pass  # nothing moved: nothing written
+    assert not (tmp_path / "r" / MODEL / "aliases.json").exists()
+    with pytest.raises(RuntimeError), registry.editing_aliases(MODEL) as aliases:
+        aliases.move("stable", 1, action="set", reason="")
+        raise RuntimeError("the policy failed half-way")
+    assert registry.aliases(MODEL) == {"aliases": {}, "history": []}
+    with registry.editing_aliases(MODEL) as aliases:
+        aliases.move("stable", 1, action="set", reason="pinned")
+    [entry] = registry.aliases(MODEL)["history"]
+    assert (entry["alias"], entry["version"], entry["previous"], entry["reason"]) == (
+        "stable", 1, None, "pinned"
+    )
+    assert 'version_labels { key: "stable" value: 1 }' in (
+        tmp_path / "r" / MODEL / "models.config"
+    ).read_text()
 
 
 def test_rollback_walks_back_through_earlier_champions(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "r")
     for f1 in (0.5, 0.3, 0.6, 0.7):  # v2 is refused; v1, v3, v4 were champions
-        registry.register(export(f1), MODEL)
+        register_candidate(registry, export(f1), MODEL)
     assert registry.resolve(MODEL, "champion") == 4
     assert registry.rollback(MODEL) == 3
     assert registry.rollback(MODEL) == 1
     with pytest.raises(NotFoundError, match="no champion before v1"):
         registry.rollback(MODEL)
-    registry.promote(MODEL, 4)
+    promote(registry, MODEL, 4)
     assert registry.rollback(MODEL, to=2, reason="v4 misbehaves") == 2
     last = registry.aliases(MODEL)["history"][-1]
     assert (last["action"], last["previous"], last["reason"]) == ("rollback", 4, "v4 misbehaves")
@@ -140,7 +108,7 @@ def test_rollback_walks_back_through_earlier_champions(export: Export, tmp_path:
 def test_verify_catches_missing_variables_and_changed_bytes(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "r")
     for f1 in (0.5, 0.6, 0.7):
-        registry.register(export(f1), MODEL)
+        register_candidate(registry, export(f1), MODEL)
     vdir = tmp_path / "r" / MODEL
     assert all(registry.verify(MODEL, v).ok for v in (1, 2, 3))
     next((vdir / "3" / "variables").glob("variables.data-*")).unlink()
@@ -159,7 +127,7 @@ def test_verify_catches_missing_variables_and_changed_bytes(export: Export, tmp_
     with pytest.raises(CorruptVersionError, match="v3 failed verification"):
         registry.path(MODEL)
     with pytest.raises(CorruptVersionError):
-        registry.promote(MODEL, 2, force=True)
+        promote(registry, MODEL, 2, force=True)
     with pytest.raises(CorruptVersionError):
         registry.rollback(MODEL, to=1)
     assert registry.resolve(MODEL, "champion") == 3
@@ -169,11 +137,11 @@ def test_register_rejects_incomplete_exports(template: Path, tmp_path: Path) -> 
     no_metrics = make_export(template, tmp_path / "a", 0.5)
     (no_metrics / "assets" / "metrics.json").unlink()
     with pytest.raises(reg.InvalidModelError, match="missing assets/metrics.json"):
-        Registry(tmp_path / "r").register(no_metrics, MODEL)
+        register_candidate(Registry(tmp_path / "r"), no_metrics, MODEL)
     bad_f1 = make_export(template, tmp_path / "b", 0.5)
     (bad_f1 / "assets" / "metrics.json").write_text('{"val": {}}')
     with pytest.raises(reg.InvalidModelError, match="test.macro_f1"):
-        Registry(tmp_path / "r").register(bad_f1, MODEL)
+        read_export(bad_f1)
     assert Registry(tmp_path / "r").versions(MODEL) == []
     with pytest.raises(ValueError, match="model name"):
         Registry(tmp_path / "r").versions("../escape")
@@ -183,8 +151,8 @@ def test_champion_loads_and_predicts(export: Export, tmp_path: Path) -> None:
     import tensorflow as tf
 
     registry = Registry(tmp_path / "r")
-    registry.register(export(0.5), MODEL)
-    registry.register(export(0.6), MODEL)
+    register_candidate(registry, export(0.5), MODEL)
+    register_candidate(registry, export(0.6), MODEL)
     loaded = registry.load(MODEL)
     out = loaded.signatures["serving_default"](images=tf.constant([b"poster-a", b"b" * 40]))
     assert out["probabilities"].shape == (2, len(LABELS))
@@ -199,8 +167,8 @@ def test_fsspec_root_registers_and_verifies(export: Export, tmp_path: Path) -> N
 
     root = f"memory://registry-{tmp_path.name}"
     registry = Registry(root)
-    registry.register(export(0.5), MODEL)
-    r = registry.register(export(0.6), MODEL)
+    register_candidate(registry, export(0.5), MODEL)
+    r = register_candidate(registry, export(0.6), MODEL)
     assert r.path == f"memory:///registry-{tmp_path.name}/{MODEL}/2"
     assert registry.versions(MODEL) == [1, 2] and registry.resolve(MODEL, "champion") == 2
     assert registry.path(MODEL, 1).endswith(f"{MODEL}/1")
@@ -225,10 +193,10 @@ def test_version_taken_between_scan_and_rename_moves_to_the_next(
             numbers = super()._folder_numbers(model)
             if not self.raced:  # the competitor publishes after our scan, before our rename
                 self.raced = True
-                Registry(self.root).register(competitor, model)
+                register_candidate(Registry(self.root), competitor, model)
             return numbers
 
-    ours = Racing(tmp_path / "r").register(export(0.5), MODEL)
+    ours = register_candidate(Racing(tmp_path / "r"), export(0.5), MODEL)
     registry = Registry(tmp_path / "r")
     assert ours.version == 2 and registry.versions(MODEL) == [1, 2]
     assert registry.info(MODEL, 1).metadata["source"] == str(competitor)
@@ -237,15 +205,15 @@ def test_version_taken_between_scan_and_rename_moves_to_the_next(
 
 def test_tf_serving_config_serves_aliased_versions_only(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "r")
-    registry.register(export(0.6), MODEL)
-    registry.register(export(0.5), MODEL)  # challenger: highest number, must not be "latest"
-    registry.register(export(0.4), MODEL)  # challenger now; v2 is served by nothing
+    register_candidate(registry, export(0.6), MODEL)
+    register_candidate(registry, export(0.5), MODEL)  # challenger: highest, must not be "latest"
+    register_candidate(registry, export(0.4), MODEL)  # challenger now; v2 is served by nothing
     config = (tmp_path / "r" / MODEL / "models.config").read_text()
     assert f'base_path: "{tmp_path / "r" / MODEL}"' in config
     assert "specific {\n        versions: 1\n        versions: 3\n      }" in config
     assert 'version_labels { key: "champion" value: 1 }' in config
     assert 'version_labels { key: "challenger" value: 3 }' in config
-    registry.promote(MODEL, 3, force=True)
+    promote(registry, MODEL, 3, force=True)
     config = (tmp_path / "r" / MODEL / "models.config").read_text()
     assert 'version_labels { key: "champion" value: 3 }' in config and "versions: 1" not in config
 
@@ -256,7 +224,7 @@ def test_register_removes_only_stale_staging_folders(export: Export, tmp_path: P
     for folder in (old, fresh):
         (folder / "variables").mkdir(parents=True)
     os.utime(old, (0, 0))
-    Registry(tmp_path / "r").register(export(0.5), MODEL)
+    register_candidate(Registry(tmp_path / "r"), export(0.5), MODEL)
     assert not old.exists() and fresh.is_dir()
 
 

@@ -1,0 +1,125 @@
+"""tasks.promotion: the gate (margin, same split, champion score, force), the aliases it moves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from storage.registry import Registry, VersionInfo
+from tasks.promotion import UNKNOWN_SPLIT, gate, promote, register_candidate, split_key
+from tests.registry_helpers import make_export, model_files_without_tensorflow
+
+MODEL = "posterflow"
+Export = Callable[..., Path]  # (test_f1, dataset_version="ds-1") -> exported model folder
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> Export:
+    """Factory: an exported model folder with the given test macro F1 and dataset version."""
+    template = model_files_without_tensorflow(tmp_path / "template")
+    counter = iter(range(1000))
+
+    def make(f1: float, dataset: str = "ds-1") -> Path:
+        return make_export(template, tmp_path / f"export-{next(counter)}", f1, dataset)
+
+    return make
+
+
+def version(number: int, f1: float, test_split: str) -> VersionInfo:
+    """A registered version's info as the gate sees it."""
+    meta = {"metrics": {"test": {"macro_f1": f1}}, "test_split": test_split, "lineage": {}}
+    return VersionInfo(MODEL, number, f"/r/{MODEL}/{number}", meta)
+
+
+def test_gate_promotes_at_exactly_champion_plus_margin() -> None:
+    champion = version(1, 0.50, "dataset:a")
+    assert gate(version(2, 0.55, "dataset:a"), champion, margin=0.05).promoted
+    refused = gate(version(2, 0.5499, "dataset:a"), champion, margin=0.05)
+    assert (refused.promoted, refused.baseline_f1, refused.champion) == (False, 0.50, 1)
+    assert gate(version(2, 0.1, "dataset:a"), None, margin=0.5).promoted  # no champion yet
+
+
+def test_first_registration_is_champion(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry")
+    r = register_candidate(registry, export(0.4), MODEL, flow_run_id="run-123")
+    assert (r.version, r.alias, r.decision.promoted) == (1, "champion", True)
+    assert r.path == str(tmp_path / "registry" / MODEL / "1")
+    assert r.decision.reason == "first version: no champion yet"
+    [entry] = registry.aliases(MODEL)["history"]
+    assert (entry["action"], entry["alias"], entry["flow_run_id"]) == ("register", "champion",
+                                                                        "run-123")
+
+
+def test_gate_promotes_at_or_above_champion_plus_margin(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    register_candidate(registry, export(0.50), MODEL)
+    worse = register_candidate(registry, export(0.52), MODEL, margin=0.05)
+    assert (worse.alias, worse.decision.promoted) == ("challenger", False)
+    assert "0.5200 < champion v1 0.5000 + margin 0.0500" in worse.decision.reason
+    better = register_candidate(registry, export(0.55), MODEL, margin=0.05)
+    assert (better.alias, better.decision.baseline_f1) == ("champion", 0.50)
+    state = registry.aliases(MODEL)
+    assert state["aliases"] == {"champion": 3, "challenger": 2}
+    refused = [h for h in state["history"] if h["version"] == 2]
+    assert refused[0]["alias"] == "challenger" and "margin 0.0500" in refused[0]["reason"]
+
+
+def test_gate_on_another_split_needs_the_champion_score(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    register_candidate(registry, export(0.70, "ds-1"), MODEL)
+    blind = register_candidate(registry, export(0.60, "ds-2"), MODEL)
+    assert blind.alias == "challenger"
+    assert "scored on dataset:ds-1, the candidate on dataset:ds-2" in blind.decision.reason
+    # The champion scores 0.55 on ds-2's test split: 0.60 beats it there.
+    fair = register_candidate(registry, export(0.60, "ds-2"), MODEL, champion_score=0.55)
+    assert (fair.alias, fair.decision.baseline_f1) == ("champion", 0.55)
+    worse = register_candidate(registry, export(0.50, "ds-2"), MODEL, champion_score=0.99)
+    assert worse.alias == "challenger"  # same split as champion v3 now: its 0.60 is used
+    assert worse.decision.baseline_f1 == 0.60
+
+
+def test_split_fingerprint_wins_over_dataset_version() -> None:
+    assert split_key({"dataset_version": "a", "test_split_fingerprint": "f"}) == "fingerprint:f"
+    assert split_key({"dataset_version": "a"}) == "dataset:a"
+    assert split_key({}) == UNKNOWN_SPLIT
+
+
+def test_unknown_splits_are_never_the_same_split(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    for f1 in (0.5, 0.9):
+        folder = export(f1)
+        (folder / "assets" / "lineage.json").write_text('{"backbone": "x"}')
+        last = register_candidate(registry, folder, MODEL)
+    assert registry.info(MODEL, 2).metadata["test_split"] == UNKNOWN_SPLIT
+    assert last.alias == "challenger" and "scored on unknown" in last.decision.reason
+
+
+def test_force_overrides_the_gate_and_is_recorded(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    register_candidate(registry, export(0.8), MODEL)
+    forced = register_candidate(registry, export(0.1), MODEL, force=True)
+    assert (forced.alias, forced.decision.forced) == ("champion", True)
+    last = registry.aliases(MODEL)["history"][-1]
+    assert last["forced"] is True and last["reason"].startswith("forced over the gate: ")
+
+
+def test_promote_challenger_later_clears_it(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    register_candidate(registry, export(0.5, "ds-1"), MODEL)
+    register_candidate(registry, export(0.6, "ds-2"), MODEL)
+    assert registry.aliases(MODEL)["aliases"] == {"champion": 1, "challenger": 2}
+    decision = promote(registry, MODEL, 2, champion_score=0.45)
+    assert decision.promoted
+    assert registry.aliases(MODEL)["aliases"] == {"champion": 2}
+
+
+def test_promoting_the_champion_again_changes_nothing(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    register_candidate(registry, export(0.5), MODEL)
+    aliases_file = tmp_path / "r" / MODEL / "aliases.json"
+    before = aliases_file.read_bytes()
+    decision = promote(registry, MODEL, 1, margin=0.9)
+    assert (decision.promoted, decision.reason) == (True, "v1 is already champion")
+    assert aliases_file.read_bytes() == before
