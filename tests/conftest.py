@@ -1,13 +1,18 @@
-"""Shared test fixtures: isolated Prefect home, the optional ../shared data folder."""
+"""Fixtures shared by every tier: isolated Prefect home, ../shared, the flow fixtures."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tasks.demo import DemoData
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POSTERFLOW_SHARED", REPO.parent / "shared"))
@@ -48,3 +53,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "shared_data" in item.keywords:
             item.add_marker(skip)
+
+
+# --- Flow fixtures (unit, integration and e2e tiers) ---------------------------------------
+
+TINY_MOVIES = 60
+
+
+@pytest.fixture(scope="module")
+def served_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoData]:
+    """60 generated movies + posters, served by `posterflow mirror` on a free loopback port."""
+    from flows.demo import free_port, serve_folder
+    from tasks.demo import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo-data")
+    port = free_port()
+    data = make_demo_data(root, f"http://127.0.0.1:{port}", movies=TINY_MOVIES, seed=7)
+    with serve_folder(data.posters_dir, port):
+        yield data
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's test harness, with task results (the caches) in a temporary folder."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    results = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}), \
+            prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def standin_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny random-weight stand-in backbone (tests never download)."""
+    from tasks.backbone import build_standin_backbone
+
+    return str(build_standin_backbone(tmp_path_factory.mktemp("backbone") / "standin"))

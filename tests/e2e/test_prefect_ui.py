@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from flows.demo import free_port
-from tests.flow_helpers import served_demo, standin_backbone, tiny_config_data
+from tests.flow_helpers import tiny_config_data
 
-__all__ = ["served_demo", "standin_backbone"]  # fixtures used below
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,15 +20,8 @@ import pytest
 import yaml
 
 from flows.config import RetrainConfig
-from tests.flow_helpers import (
-    harness,
-    served_demo,
-    stage_state,
-    standin_backbone,
-    tiny_config_data,
-)
+from tests.flow_helpers import stage_state, tiny_config_data
 
-__all__ = ["harness", "served_demo", "standin_backbone"]  # fixtures used below
 pytestmark = pytest.mark.slow
 KILL_WAIT_S = 240
 

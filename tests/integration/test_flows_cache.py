@@ -8,9 +8,6 @@ from prefect import flow, task
 
 from flows.caching import StageCache, file_digest, missing_outputs
 from storage.fs import atomic_write_text, sha256_file
-from tests.flow_helpers import harness
-
-__all__ = ["harness"]  # fixture used below
 
 CALLS: list[str] = []
 

@@ -24,9 +24,6 @@ from flows.config import (
     parse_override,
     set_dotted,
 )
-from tests.flow_helpers import harness
-
-__all__ = ["harness"]  # fixture used by the Dask test
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 REPO = DEPLOYMENTS.parent
