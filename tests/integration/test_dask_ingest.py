@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from flows.config import RetrainConfig
-from tests.flow_helpers import served_demo, tiny_config_data
+from tests.flow_helpers import tiny_config_data
 
-__all__ = ["served_demo"]  # fixture used below
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("prefect_dask") is None,
