@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
+	@# Python < 3.12 seeds setuptools into a venv; drop it, so that (as in uv's and 3.12+ venvs)
+	@# the pkg_resources tensorflow-hub imports comes only from the declared setuptools<81.
+	$(BIN)/pip uninstall --quiet --yes setuptools
 
 install: $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'

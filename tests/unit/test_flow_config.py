@@ -6,7 +6,6 @@ import importlib
 import importlib.util
 import inspect
 import json
-import os
 import re
 import tomllib
 import typing
@@ -166,33 +165,17 @@ def test_dask_runner_without_its_extra_says_how_to_install_it():
         task_runner(ScaleOutConfig(task_runner="dask"))
 
 
-def _worker_pid(_: int) -> int:
-    """The process a mapped task ran in (module level, so Dask workers can import it)."""
-    return os.getpid()
-
-
-def _cluster_workers() -> int:
-    """How many workers the Dask scheduler this task runs under has."""
-    from distributed import worker_client
-
-    with worker_client() as client:
-        return len(client.scheduler_info()["workers"])
-
-
-@pytest.mark.slow
 @pytest.mark.skipif(not HAS_PREFECT_DASK,
                     reason="prefect-dask is not installed (pip install 'posterflow[dask]')")
-def test_dask_runner_runs_mapped_tasks_on_a_local_cluster_of_worker_processes(harness):
-    from prefect import flow, task
-
+def test_dask_runner_is_a_local_cluster_of_single_threaded_workers_or_the_given_scheduler():
+    # Running on a cluster is tests/integration/test_dask_ingest.py's job.
     from flows.config import ScaleOutConfig
+    from flows.dask_runner import SharedApiDaskTaskRunner
     from flows.runners import task_runner
 
-    @flow(task_runner=task_runner(ScaleOutConfig(task_runner="dask", max_workers=2)))
-    def tiny() -> tuple[list[int], int]:
-        pids = task(_worker_pid).map(range(4)).result()
-        return pids, task(_cluster_workers).submit().result()
-
-    pids, workers = tiny()
-    assert workers == 2
-    assert len(pids) == 4 and os.getpid() not in pids  # ran in the workers, not in-process
+    local = task_runner(ScaleOutConfig(task_runner="dask", max_workers=3))
+    assert isinstance(local, SharedApiDaskTaskRunner) and local.address is None
+    assert local.cluster_kwargs == {"n_workers": 3, "threads_per_worker": 1}
+    remote = task_runner(ScaleOutConfig(task_runner="dask", dask_address="tcp://h:8786"))
+    assert remote.address == "tcp://h:8786"
+    assert isinstance(remote.duplicate(), SharedApiDaskTaskRunner)  # what each flow run enters
