@@ -9,7 +9,6 @@ objects atomically by themselves, so they are written directly.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import inspect
 import io
@@ -26,10 +25,6 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 TEMP_PREFIX = ".tmp-"
-# Errors of the machine's own disks: no retry can fix them, so they stop a run at once.
-LOCAL_IO_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
-                             errno.EROFS, errno.EIO})
-
 
 class ExclusiveCreateUnsupported(NotImplementedError):
     """The store cannot create an object only-if-absent, so it cannot hold a lease."""
@@ -117,20 +112,10 @@ def create_exclusive(url: str | os.PathLike[str], data: bytes) -> bool:
     """
     fsys, path = url_to_fs(url)
     if isinstance(fsys, LocalFileSystem):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_name(path)
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
+        for _ in range(3):  # a lease holder's clean-up may take our temp file for stale
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return True
+                return _link_exclusive(path, data)
+        return _link_exclusive(path, data)
     if not _creates_exclusively(fsys):
         raise ExclusiveCreateUnsupported(
             f"{url!s}: the {type(fsys).__name__} store offers no conditional create "
@@ -142,6 +127,24 @@ def create_exclusive(url: str | os.PathLike[str], data: bytes) -> bool:
     return True
 
 
+def _link_exclusive(path: str, data: bytes) -> bool:
+    """Local create-if-absent: a complete, fsynced temp file hard-linked to `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return True
+
+
 def _creates_exclusively(fsys: fsspec.AbstractFileSystem) -> bool:
     """True where `pipe_file(mode="create")` is a server-side precondition, not exists+write."""
     protocols = {fsys.protocol} if isinstance(fsys.protocol, str) else set(fsys.protocol)
@@ -150,11 +153,6 @@ def _creates_exclusively(fsys: fsspec.AbstractFileSystem) -> bool:
     pipe = getattr(type(fsys), "_pipe_file", None)  # gcsfs: mode="create" in recent releases
     return bool(protocols & {"gs", "gcs"}) and pipe is not None and (
         "mode" in inspect.signature(pipe).parameters)
-
-
-def is_local_io_error(exc: BaseException) -> bool:
-    """True for a full disk, a quota, a permission or a read-only file system (never retried)."""
-    return isinstance(exc, OSError) and exc.errno in LOCAL_IO_ERRNOS
 
 
 def describe_io_error(exc: OSError, root: str) -> str:
