@@ -172,7 +172,6 @@ def predict_files(model_dir: str | Path, paths: Sequence[str | Path]) -> list[di
     accepts, yields {"file", "error"} instead of stopping the rest.
     """
     import tensorflow as tf
-
     from PIL import Image
 
     from tasks.fetch import MAX_PIXELS, header_size
