@@ -18,8 +18,8 @@ from flows.caching import IO_RETRIES, StageCache, file_digest, missing_outputs
 from storage.fs import join
 
 if TYPE_CHECKING:
-    from tasks.catalog import CatalogConfig, CatalogResult
     from storage.leases import Lease
+    from tasks.catalog import CatalogConfig, CatalogResult
     from tasks.fetch import FetchConfig, FetchResult
     from tasks.shards import DatasetPlan, DatasetResult, ShardConfig, ShardPart
 

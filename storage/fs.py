@@ -26,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 TEMP_PREFIX = ".tmp-"
 
+
 class ExclusiveCreateUnsupported(NotImplementedError):
     """The store cannot create an object only-if-absent, so it cannot hold a lease."""
 
