@@ -3,9 +3,9 @@
 `<root>/.lease` names its holder (purpose, host, pid, flow run, since, expires, a random
 token). It is created with `fs.create_exclusive`, so it works on object stores as well as
 local disks, and it is renewed while held (`kept_alive`). A lease is stale, and may be
-broken, when it has expired or when its process is gone from this host (kill -9). Breaking
-takes a one-shot tombstone named after the stale token (also a conditional create), so of
-several runs that find the same stale lease only one deletes it.
+broken, when it has expired or when its process is gone from this host and pid namespace
+(kill -9). Breaking takes a one-shot tombstone named after the stale token (also a
+conditional create), so of several runs that find the same stale lease only one deletes it.
 
 The lease is a plain picklable value: a flow takes it once and hands it to its tasks (which
 may run in other processes) so that they renew it without taking it again.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -57,6 +58,7 @@ class Lease:
     host: str
     pid: int
     pid_started: float
+    pid_namespace: str  # containers on one host may share a name, never a pid namespace
     flow_run_id: str | None
     since: str
     expires: str
@@ -79,7 +81,8 @@ class Lease:
         """Expired, or its process is no longer running on this host."""
         if datetime.fromisoformat(self.expires).timestamp() <= (now or time.time()):
             return True
-        return self.host == socket.gethostname() and not _running(self.pid, self.pid_started)
+        here = self.host == socket.gethostname() and self.pid_namespace == _pid_namespace()
+        return here and not _running(self.pid, self.pid_started)
 
 
 def lease_path(root: str) -> str:
@@ -99,7 +102,7 @@ def read_lease(root: str) -> Lease | None:
     except (ValueError, TypeError):
         # Leases are written whole, so this is hand damage: a stale lease, named by its bytes.
         token = f"damaged-{fs.sha256_bytes(raw)[:16]}"
-        return Lease(root, token, "writer", "?", 0, 0.0, None, "?", _iso(0), 0.0)
+        return Lease(root, token, "writer", "?", 0, 0.0, "?", None, "?", _iso(0), 0.0)
 
 
 def acquire(root: str, purpose: str, *, flow_run_id: str | None = None,
@@ -113,7 +116,8 @@ def acquire(root: str, purpose: str, *, flow_run_id: str | None = None,
     while True:
         now = time.time()
         mine = Lease(root, uuid.uuid4().hex, purpose, socket.gethostname(), process.pid,
-                     process.create_time(), flow_run_id, _iso(now), _iso(now + ttl_s), ttl_s)
+                     process.create_time(), _pid_namespace(), flow_run_id, _iso(now),
+                     _iso(now + ttl_s), ttl_s)
         if fs.create_exclusive(lease_path(root), mine.to_bytes()):
             return mine
         holder = read_lease(root)
@@ -220,6 +224,14 @@ def _running(pid: int, started: float) -> bool:
         return abs(psutil.Process(pid).create_time() - started) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (Linux), or "" where there is none to read."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _iso(ts: float) -> str:

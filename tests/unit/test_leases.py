@@ -116,14 +116,15 @@ time.sleep(3600)
 
 def test_a_lease_of_a_killed_process_is_stale_at_once(tmp_path: Path) -> None:
     root = str(tmp_path / "store")
-    proc = subprocess.Popen([sys.executable, "-c", TAKE_AND_HANG, root], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    with pytest.raises(leases.StoreBusy):
-        leases.acquire(root, "fetch")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    proc.stdout.close()
+    with subprocess.Popen([sys.executable, "-c", TAKE_AND_HANG, root], stdout=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+            with pytest.raises(leases.StoreBusy):
+                leases.acquire(root, "fetch")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
     lease = leases.acquire(root, "fetch")  # the hour-long lease names a dead pid: stale
     assert leases.read_lease(root) == lease
     tombstones = list((tmp_path / "store" / leases.BROKEN_DIR).iterdir())
