@@ -33,12 +33,13 @@ class IngestResult:
 
 @flow(name="fetch")
 def fetch_flow(catalog_dir: str, store_root: str, config: IngestConfig) -> dict[str, int]:
-    """Fetch the catalog's posters as `scale.fetch_chunks` concurrent chunks, then compact."""
-    store = prepare_store(store_root)
+    """Fetch the catalog's posters as `scale.fetch_chunks` concurrent chunks under one store
+    lease, then compact."""
+    lease = prepare_store(store_root, config.fetch)
     chunks = [(i, config.scale.fetch_chunks) for i in range(config.scale.fetch_chunks)]
-    fetched = fetch_chunk.map(unmapped(catalog_dir), unmapped(store), unmapped(config.fetch),
-                              chunks)
-    return compact_index(store, fetched.result())
+    fetched = fetch_chunk.map(unmapped(catalog_dir), unmapped(store_root),
+                              unmapped(config.fetch), chunks, unmapped(lease))
+    return compact_index(store_root, fetched.result(), lease)
 
 
 @flow(name="shards")

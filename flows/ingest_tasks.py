@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
+from prefect.context import get_run_context
 
 from flows.artifacts import progress_publisher, publish_fetch_outcomes, publish_validation
 from flows.caching import IO_RETRIES, StageCache, file_digest, missing_outputs
 from storage.fs import join
 
 if TYPE_CHECKING:
+    from storage.leases import Lease
     from tasks.catalog import CatalogConfig, CatalogResult
     from tasks.fetch import FetchConfig, FetchResult
     from tasks.shards import DatasetPlan, DatasetResult, ShardConfig, ShardPart
@@ -65,34 +67,45 @@ def _fetch_stale(result: FetchResult) -> str | None:
 
 
 @task(name="prepare-store", **IO_RETRIES)
-def prepare_store(store_root: str) -> str:
-    """Remove temp files of killed fetch runs before the chunks start."""
+def prepare_store(store_root: str, config: FetchConfig) -> Lease:
+    """Take the store's lease for this flow run, then remove temp files of killed runs.
+
+    Another run holding the store fails this task (StoreBusy) after `config.lease_wait_s`;
+    the retries wait for it longer. The chunks renew the lease, `compact_index` releases it.
+    """
+    from storage import leases
     from storage.posters import PosterStore
 
-    removed = PosterStore(store_root).remove_stale_temps()
+    run = getattr(get_run_context(), "task_run", None)
+    lease = leases.acquire(store_root, "fetch", wait_s=config.lease_wait_s,
+                           flow_run_id=str(run.flow_run_id) if run and run.flow_run_id else None)
+    removed = PosterStore(store_root).remove_stale_temps(lease)
     get_run_logger().info("poster store %s: %d stale temp files removed", store_root, removed)
-    return store_root
+    return lease
 
 
 @task(name="fetch-posters", task_run_name="fetch-posters-{chunk[0]}-of-{chunk[1]}",
-      persist_result=True, cache_policy=StageCache(stale=_fetch_stale), **IO_RETRIES)
+      persist_result=True, cache_policy=StageCache(stale=_fetch_stale, ignore=("lease",)),
+      **IO_RETRIES)
 def fetch_chunk(catalog_dir: str, store_root: str, config: FetchConfig,
-                chunk: tuple[int, int]) -> FetchResult:
-    """Fetch one chunk of the catalog's posters, publishing a progress artifact."""
+                chunk: tuple[int, int], lease: Lease) -> FetchResult:
+    """Fetch one chunk of the catalog's posters under the flow's lease, publishing progress."""
     from tasks.fetch import fetch_posters
 
-    result = fetch_posters(catalog_dir, store_root, config, chunk=chunk,
+    result = fetch_posters(catalog_dir, store_root, config, chunk=chunk, lease=lease,
                            on_progress=progress_publisher(f"Posters fetched, chunk {chunk[0]}"))
     get_run_logger().info("fetch chunk %s: %s", chunk, result.summary.get("outcomes"))
     return result
 
 
 @task(name="compact-index", **IO_RETRIES)
-def compact_index(store_root: str, fetched: list[FetchResult]) -> dict[str, Any]:
-    """Fold the chunks' index parts into index.parquet and sum their outcomes."""
+def compact_index(store_root: str, fetched: list[FetchResult], lease: Lease) -> dict[str, Any]:
+    """Fold the chunks' index parts into index.parquet under the lease, release it, and sum."""
+    from storage import leases
     from storage.posters import PosterStore
 
-    PosterStore(store_root).compact_index()
+    PosterStore(store_root).compact_index(lease)
+    leases.release(lease)
     totals: dict[str, int] = {}
     for result in fetched:
         for outcome, n in result.summary.get("outcomes", {}).items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -24,6 +25,10 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 TEMP_PREFIX = ".tmp-"
+
+
+class ExclusiveCreateUnsupported(NotImplementedError):
+    """The store cannot create an object only-if-absent, so it cannot hold a lease."""
 
 
 def url_to_fs(url: str | os.PathLike[str]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -94,6 +99,78 @@ def staged_file(url: str | os.PathLike[str], *, durable: bool = True) -> Iterato
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def create_exclusive(url: str | os.PathLike[str], data: bytes) -> bool:
+    """Create `url` holding `data` only if nothing is there yet; True when this call made it.
+
+    The one compare-and-create primitive (leases, numbered versions, alias swaps): of any
+    number of concurrent callers exactly one gets True, and the winner's bytes are never seen
+    partial. Local: written to a hidden temp name, then hard-linked into place (link(2) fails
+    when the name exists). memory://: an exclusive open. s3:// (If-None-Match: *) and gs://
+    (ifGenerationMatch=0): fsspec's `pipe_file(mode="create")`. Other stores raise
+    ExclusiveCreateUnsupported rather than pretend with a check-then-write.
+    """
+    fsys, path = url_to_fs(url)
+    if isinstance(fsys, LocalFileSystem):
+        for _ in range(3):  # a lease holder's clean-up may take our temp file for stale
+            with contextlib.suppress(FileNotFoundError):
+                return _link_exclusive(path, data)
+        return _link_exclusive(path, data)
+    if not _creates_exclusively(fsys):
+        raise ExclusiveCreateUnsupported(
+            f"{url!s}: the {type(fsys).__name__} store offers no conditional create "
+            "(only local paths, memory://, s3:// and gs:// do), so it cannot be shared safely")
+    try:
+        fsys.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
+def _link_exclusive(path: str, data: bytes) -> bool:
+    """Local create-if-absent: a complete, fsynced temp file hard-linked to `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return True
+
+
+def _creates_exclusively(fsys: fsspec.AbstractFileSystem) -> bool:
+    """True where `pipe_file(mode="create")` is a server-side precondition, not exists+write."""
+    protocols = {fsys.protocol} if isinstance(fsys.protocol, str) else set(fsys.protocol)
+    if protocols & {"memory", "s3", "s3a"}:
+        return True
+    pipe = getattr(type(fsys), "_pipe_file", None)  # gcsfs: mode="create" in recent releases
+    return bool(protocols & {"gs", "gcs"}) and pipe is not None and (
+        "mode" in inspect.signature(pipe).parameters)
+
+
+def describe_io_error(exc: OSError, root: str) -> str:
+    """`exc` as one line naming the file, the cause and the disk it is on (for operators)."""
+    where = exc.filename or root
+    message = f"{exc.strerror or exc} writing {where}"
+    if not is_local(root):
+        return message
+    mount = Path(os.path.abspath(str(where)))
+    while not mount.exists() or not os.path.ismount(mount):
+        if mount.parent == mount:
+            break
+        mount = mount.parent
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(mount).free
+        return f"{message} (disk {mount}: {free:,} bytes free)"
+    return f"{message} (disk {mount})"
 
 
 def atomic_write_text(url: str | os.PathLike[str], text: str) -> None:

@@ -6,11 +6,14 @@ Layout under the store root (a local path or any fsspec URL):
     index.parquet                   compacted index: one row per imdb_id
     index-parts/<ns>-<uuid>.parquet rows appended by fetch runs since the last compaction
     fetch-reports/<run-id>.parquet  one row per catalog row of a fetch run (+ .json summary)
+    .lease                          the one writing run (storage.leases)
 
 Writers never rewrite shared files: each fetch run (or each concurrent chunk of one) appends
 its own part files, written atomically, and `read_index()` merges `index.parquet` with the
-parts, keeping the newest row per imdb_id. `compact_index()` folds the parts into
-`index.parquet`; it must run while no other writer is active (e.g. after all chunks).
+parts, keeping the newest row per imdb_id. `compact_index()`, `remove_stale_temps()` and
+`repair()` delete files, so they run under the store's lease (given, or taken for the call).
+An object whose size no longer matches its index row reads as absent (`object_sizes`), so
+the next fetch stores it again; `verify()` also hashes every object.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ import contextlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage import fs
+from storage import fs, leases
 
+INDEX_READ_TRIES = 5
 INDEX_SCHEMA = pa.schema(
     [
         ("imdb_id", pa.int64()),
@@ -46,6 +52,28 @@ def _object_key(sha256: str) -> str:
     return f"objects/{sha256[:2]}/{sha256}"
 
 
+@dataclass(frozen=True)
+class StoreDamage:
+    """What `PosterStore.verify` found: index rows whose object is missing or wrong."""
+
+    checked: int
+    missing: list[str] = field(default_factory=list)  # sha256 of indexed objects not there
+    wrong_size: list[str] = field(default_factory=list)
+    wrong_hash: list[str] = field(default_factory=list)  # right size, other content
+    orphans: int = 0  # objects no index row names (harmless: a put before a crash)
+
+    @property
+    def damaged(self) -> list[str]:
+        """Every indexed object that must be fetched again."""
+        return self.missing + self.wrong_size + self.wrong_hash
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts and the damaged hashes, for JSON output."""
+        return {"checked": self.checked, "missing": len(self.missing),
+                "wrong_size": len(self.wrong_size), "wrong_hash": len(self.wrong_hash),
+                "orphans": self.orphans, "damaged": self.damaged}
+
+
 class PosterStore:
     """Content-addressed poster bytes and their index under one root."""
 
@@ -61,6 +89,29 @@ class PosterStore:
     def has(self, sha256: str) -> bool:
         """True when the poster with this content hash is stored."""
         return fs.exists(self.path(sha256))
+
+    def object_sizes(self, sha256s: list[str]) -> list[int | None]:
+        """Stored size of each object (None: absent): one stat each locally, one listing else."""
+        if self._local:
+            sizes: list[int | None] = []
+            for sha in sha256s:
+                try:
+                    sizes.append(os.stat(self.path(sha)).st_size)
+                except FileNotFoundError:
+                    sizes.append(None)
+            return sizes
+        listed = self._listed_objects()
+        return [listed.get(sha) for sha in sha256s]
+
+    def _listed_objects(self) -> dict[str, int]:
+        """{sha256: size} of every stored object (temp names left out), like `stored_hashes`."""
+        objects = f"{self._fs_root}/objects"
+        if not self._fs.isdir(objects):
+            return {}
+        return {info["name"].rsplit("/", 1)[-1]: int(info["size"])
+                for prefix in self._fs.ls(objects, detail=False)
+                for info in self._fs.ls(prefix, detail=True)
+                if not info["name"].rsplit("/", 1)[-1].startswith(fs.TEMP_PREFIX)}
 
     def get(self, sha256: str) -> bytes:
         """The stored poster bytes; FileNotFoundError names the hash when absent."""
@@ -144,32 +195,92 @@ class PosterStore:
         return df.reset_index(drop=True)
 
     def read_index(self) -> pd.DataFrame:
-        """The poster index: one row per imdb_id, the most recently written one."""
+        """The poster index: one row per imdb_id, the most recently written one.
+
+        A compaction writes index.parquet before it deletes the parts it folded, so a part
+        gone between the listing and the read means: list again.
+        """
+        for _ in range(INDEX_READ_TRIES - 1):
+            with contextlib.suppress(FileNotFoundError):
+                return self._merged(*self._index_files())
         return self._merged(*self._index_files())
 
-    def compact_index(self) -> int:
+    def compact_index(self, lease: leases.Lease | None = None) -> int:
         """Fold the part files into index.parquet and delete them; return parts folded.
 
-        Run it with no other writer active: parts written meanwhile are kept, but two
-        concurrent compactions could each drop the other's newest rows.
+        Under the store's lease (`lease`, checked; else taken for the call): parts written
+        meanwhile by the lease holder's own chunks are kept, never dropped.
         """
-        main, parts = self._index_files()
-        if not parts:
-            return 0
-        merged = self._merged(main, parts)
-        table = pa.Table.from_pandas(merged, schema=INDEX_SCHEMA, preserve_index=False)
+        with self._under_lease(lease, "compaction"):
+            main, parts = self._index_files()
+            if not parts:
+                return 0
+            self._write_index(self._merged(main, parts))
+            for part in parts:
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.rm_file(part)
+            return len(parts)
+
+    def _write_index(self, rows: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(rows, schema=INDEX_SCHEMA, preserve_index=False)
         fs.atomic_write_parquet(fs.join(self.root, "index.parquet"), table)
-        for part in parts:
-            self._fs.rm_file(part)
-        return len(parts)
+
+    def verify(self, *, hashes: bool = True) -> StoreDamage:
+        """Check every index row's object: present, of the indexed size, and (hashes) content."""
+        index = self.read_index()
+        shas, nbytes = index["sha256"].tolist(), index["bytes"].tolist()
+        listed = self._listed_objects()
+        damage = StoreDamage(checked=len(index), orphans=len(set(listed) - set(shas)))
+        for sha, size in dict(zip(shas, nbytes, strict=True)).items():
+            if sha not in listed:
+                damage.missing.append(sha)
+            elif listed[sha] != size:
+                damage.wrong_size.append(sha)
+            elif hashes and fs.sha256_file(self.path(sha)) != sha:
+                damage.wrong_hash.append(sha)
+        return damage
+
+    def repair(self, damage: StoreDamage, lease: leases.Lease | None = None) -> int:
+        """Delete damaged objects and the index rows naming them (the next fetch refetches).
+
+        Returns the index rows dropped. Under the store's lease, like compaction.
+        """
+        if not damage.damaged:
+            return 0
+        bad = set(damage.damaged)
+        with self._under_lease(lease, "repair"):
+            for sha in bad:
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.rm_file(fs.url_to_fs(self.path(sha))[1])
+            main, parts = self._index_files()
+            merged = self._merged(main, parts)
+            kept = merged[~merged["sha256"].isin(bad)].reset_index(drop=True)
+            self._write_index(kept)
+            for part in parts:
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.rm_file(part)
+            return len(merged) - len(kept)
+
+    @contextlib.contextmanager
+    def _under_lease(self, lease: leases.Lease | None, purpose: str) -> Iterator[None]:
+        """Run a destructive step under the given lease (checked) or one taken for it."""
+        if lease is not None:
+            leases.check(lease)
+            yield
+            return
+        with leases.held(self.root, purpose):
+            yield
 
     def report_path(self, run_id: str) -> str:
         """Where the fetch report of a run goes (the summary sits beside it as .json)."""
         return fs.join(self.root, "fetch-reports", f"{run_id}.parquet")
 
-    def remove_stale_temps(self) -> int:
+    def remove_stale_temps(self, lease: leases.Lease | None = None) -> int:
         """Delete temp files left by killed writers (local stores; object stores have none).
 
-        Run it with no other writer active, as the start of a whole-catalog fetch does.
+        Under the store's lease, so that no live writer's temp file is taken for stale.
         """
-        return fs.remove_stale_temps(self.root) if self._local else 0
+        if not self._local:
+            return 0
+        with self._under_lease(lease, "clean-up"):
+            return fs.remove_stale_temps(self.root)

@@ -168,9 +168,13 @@ def load_model_assets(model_dir: str | Path) -> dict[str, Any]:
 def predict_files(model_dir: str | Path, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Predict each image file through the model's serving signature: file, genres, probabilities.
 
-    A file that cannot be read or decoded yields {"file", "error"} instead of stopping the rest.
+    A file that cannot be read or decoded, or whose header declares more pixels than fetch
+    accepts, yields {"file", "error"} instead of stopping the rest.
     """
     import tensorflow as tf
+    from PIL import Image
+
+    from tasks.fetch import MAX_PIXELS, header_size
 
     labels = load_model_assets(model_dir)["labels"]
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
@@ -179,7 +183,15 @@ def predict_files(model_dir: str | Path, paths: Sequence[str | Path]) -> list[di
         try:
             fs, inner = url_to_fs(path)
             data = fs.cat_file(inner)
+            size = header_size(data)
+            if size is not None and size[0] * size[1] > MAX_PIXELS:  # before a costly decode
+                results.append({"file": str(path), "error": f"{size[0]}x{size[1]} exceeds "
+                                                            f"the {MAX_PIXELS:,} pixel cap"})
+                continue
             out = serve(images=tf.constant([data]))
+        except Image.DecompressionBombError as exc:
+            results.append({"file": str(path), "error": f"over the pixel cap: {exc}"})
+            continue
         except OSError as exc:
             results.append({"file": str(path), "error": f"cannot read the file: {exc}"})
             continue

@@ -8,19 +8,25 @@ private, loopback, link-local and metadata addresses unless allow-listed. Transi
 honouring `Retry-After`. A poster is accepted only after Pillow has read its header (pixel
 cap, before decoding) and decoded it fully. Each call writes a report with one row per
 catalog row whose outcomes add up to the rows in. A rerun skips rows already stored for the
-same URL; several calls may fetch disjoint `chunk`s of one catalog concurrently.
+same URL (and refetches those whose object lost bytes); several calls may fetch disjoint
+`chunk`s of one catalog concurrently under one store lease (`storage.leases`). An error
+writing the store (full disk, read-only, permissions) is never taken for a network failure:
+it stops the run at once, after the report of the rows done (`StoreWriteError`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import io
 import ipaddress
 import logging
 import random
 import socket
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +42,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
-from storage import fs
+from storage import fs, leases
 from storage.catalog import load_catalog
 from storage.posters import PosterStore
 from storage.runs import new_run_id
@@ -61,6 +67,7 @@ OUTCOMES = (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({408, 429})
 PROGRESS_INTERVAL_S = 0.25
+MAX_PIXELS = 40_000_000  # width*height; predict applies the same cap
 IO_THREADS = 8  # content checks, object writes and index flushes, off the event loop
 
 REPORT_SCHEMA = pa.schema(
@@ -117,7 +124,7 @@ class FetchConfig(BaseModel):
         default=10_000_000, ge=1, description="Largest poster body accepted, in bytes."
     )
     max_pixels: int = Field(
-        default=40_000_000, ge=1, description="Largest width*height, checked before decoding."
+        default=MAX_PIXELS, ge=1, description="Largest width*height, checked before decoding."
     )
     max_redirects: int = Field(
         default=5, ge=0, le=30, description="Redirect hops followed per poster."
@@ -134,6 +141,10 @@ class FetchConfig(BaseModel):
     )
     index_flush_rows: int = Field(
         default=500, ge=1, description="Posters per index part file (progress kept on a crash)."
+    )
+    lease_wait_s: float = Field(
+        default=0.0, ge=0,
+        description="Seconds to wait for another run writing the same store before giving up.",
     )
 
 
@@ -165,6 +176,26 @@ class Rejected(Exception):
         self.status = status
         self.transient = transient
         self.retry_after = retry_after
+
+
+class StoreWriteError(RuntimeError):
+    """The store cannot be written (disk full, quota, read-only, permissions): stop the run.
+
+    `result` is the run's report of the rows done when it could still be written.
+    """
+
+    def __init__(self, message: str, result: FetchResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def store_write(root: str, write: Callable[..., Any], *args: Any) -> Any:
+    """Call a store write; an OSError becomes a StoreWriteError naming the path and disk."""
+    try:
+        return write(*args)
+    except OSError as exc:
+        raise StoreWriteError(f"cannot write the poster store: "
+                              f"{fs.describe_io_error(exc, root)}") from exc
 
 
 class BlockedAddress(OSError):
@@ -235,9 +266,24 @@ def check_url(url: URL, policy: AddressPolicy) -> None:
     try:
         ipaddress.ip_address(url.host)
     except ValueError:
+        legacy = legacy_ipv4(url.host)
+        if legacy is not None:
+            raise Rejected("blocked_address",
+                           f"{url.host} is an obfuscated IPv4 address ({legacy})") from None
         return
     if not policy.permits(url.host, url.host):
         raise Rejected("blocked_address", f"{url.host} is not a public address")
+
+
+def legacy_ipv4(host: str) -> str | None:
+    """The address behind a non-canonical IPv4 form (`2130706433`, `127.1`, `0x7f.1`), or None.
+
+    inet_aton reads them (so does a browser); no poster CDN uses them: they hide an address.
+    """
+    try:
+        return str(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except OSError:
+        return None
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -249,6 +295,22 @@ def sniff_format(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
     return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by an image's header, read without decoding; None if none.
+
+    Past twice Pillow's own limit it raises Image.DecompressionBombError instead.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we cap it ourselves
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # Pillow's parsers raise many types on hostile bytes
+        return None
 
 
 def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
@@ -362,7 +424,7 @@ def accept(data: bytes, store: PosterStore, max_pixels: int) -> dict[str, Any]:
     if not data:
         raise Rejected("not_an_image", "empty body")
     fmt, width, height = check_image(data, max_pixels)
-    sha256 = store.put(data)
+    sha256 = store_write(store.root, store.put, data)
     return {"sha256": sha256, "bytes": len(data), "width": width, "height": height, "format": fmt}
 
 
@@ -388,6 +450,8 @@ class Fetcher:
                     data, status = await download(self.session, url, config, self.policy)
                 poster = await asyncio.get_running_loop().run_in_executor(
                     self.io, accept, data, self.store, config.max_pixels)
+            except StoreWriteError:
+                raise  # the store, not the network: fatal for the run
             except Exception as exc:
                 failure = classify(exc)
                 if failure.transient and attempt < config.attempts:
@@ -449,8 +513,11 @@ class Progress:
 
 async def fetch_rows(
     rows: list[tuple[int, str]], store: PosterStore, config: FetchConfig, progress: Progress
-) -> list[dict[str, Any]]:
-    """Report rows for (imdb_id, url) pairs fetched by a bounded pool of workers."""
+) -> tuple[list[dict[str, Any]], StoreWriteError | None]:
+    """Report rows for (imdb_id, url) pairs fetched by a bounded pool of workers.
+
+    A StoreWriteError stops every worker; it is returned with the rows finished before it.
+    """
     policy = AddressPolicy.from_allow_list(config.allow_hosts)
     connector = aiohttp.TCPConnector(
         limit=config.concurrency,
@@ -475,10 +542,11 @@ async def fetch_rows(
                 batch = index[:]
                 index.clear()
                 await asyncio.get_running_loop().run_in_executor(
-                    fetcher.io, store.append_index, batch)
+                    fetcher.io, store_write, store.root, store.append_index, batch)
             progress.advance()
 
     headers = {"User-Agent": config.user_agent}
+    stopped: StoreWriteError | None = None
     with ThreadPoolExecutor(IO_THREADS, thread_name_prefix="poster-io") as io:
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=headers, trust_env=False
@@ -488,9 +556,14 @@ async def fetch_rows(
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(config.concurrency, len(rows))):
                         group.create_task(worker(fetcher))
+            except* StoreWriteError as group_error:
+                stopped = group_error.exceptions[0]  # type: ignore[assignment]
             finally:
-                store.append_index(index)  # keep what was fetched, even when interrupted
-    return report
+                try:  # keep what was fetched, even when interrupted
+                    store_write(store.root, store.append_index, index)
+                except StoreWriteError as exc:
+                    stopped = stopped or exc
+    return report, stopped
 
 
 def load_catalog_urls(catalog_dir: str, chunk: tuple[int, int] | None) -> pd.DataFrame:
@@ -505,16 +578,32 @@ def load_catalog_urls(catalog_dir: str, chunk: tuple[int, int] | None) -> pd.Dat
 
 
 def split_cached(rows: pd.DataFrame, store: PosterStore) -> tuple[list[dict], list[tuple]]:
-    """(report rows of posters already stored for the same URL, (imdb_id, url) still to fetch)."""
+    """(report rows of posters already stored for the same URL, (imdb_id, url) still to fetch).
+
+    A stored object counts only at its indexed size: one cut short (or gone) is fetched again.
+    """
     known = store.read_index()[["imdb_id", "url", "sha256", "bytes"]]
-    joined = rows.merge(known, on="imdb_id", how="left", suffixes=("", "_stored"))
+    joined = rows.merge(known, on="imdb_id", how="left")
+    same_url = (joined["poster_url"] == joined["url"]).tolist()
+    sizes = store.object_sizes(joined["sha256"][same_url].tolist())
+    stored = iter(sizes)
     cached, todo = [], []
-    for imdb_id, url, stored_url, sha256, nbytes in joined.itertuples(index=False):
-        if stored_url == url and store.has(sha256):
+    for (imdb_id, url, _, sha256, nbytes), same in zip(
+            joined.itertuples(index=False), same_url, strict=True):
+        if same and next(stored) == nbytes:
             cached.append(report_row(int(imdb_id), url, "cached", None, 0, int(nbytes), sha256))
         else:
             todo.append((int(imdb_id), url))
     return cached, todo
+
+
+def write_report(run_id: str, report_path: str, table: pa.Table,
+                 summary: dict[str, Any]) -> FetchResult:
+    """Write a run's report and, beside it, its summary (.json); StoreWriteError if cannot."""
+    summary_path = report_path.removesuffix(".parquet") + ".json"
+    store_write(report_path, fs.atomic_write_parquet, report_path, table)
+    store_write(report_path, fs.atomic_write_json, summary_path, summary)
+    return FetchResult(run_id, report_path, summary_path, summary)
 
 
 def summarize(report: pd.DataFrame, elapsed: float) -> dict[str, Any]:
@@ -537,34 +626,56 @@ def fetch_posters(
     config: FetchConfig | None = None,
     *,
     chunk: tuple[int, int] | None = None,
+    lease: leases.Lease | None = None,
     run_id: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> FetchResult:
     """Fetch a catalog's posters (or one `chunk` = (index, count) of them) into the store.
 
-    Rows are split into chunks by `imdb_id % count`. A whole-catalog run first removes temp
-    files of killed runs and compacts the index at the end; chunked runs leave both to
-    their caller (run `PosterStore.remove_stale_temps()` before and `compact_index()`
-    after all chunks). Runs its own event loop: call it from synchronous code.
+    Rows are split into chunks by `imdb_id % count`. Writes happen under the store's lease:
+    `lease` (kept alive while this runs; concurrent chunks of one flow share it) or, when
+    none is given, one taken for the call (waiting up to `config.lease_wait_s`; StoreBusy
+    after that). A whole-catalog run first removes temp files of killed runs and compacts
+    the index at the end; chunked runs leave both to the lease holder. StoreWriteError when
+    the store cannot be written, after the report of the rows done. Runs its own event
+    loop: call it from synchronous code.
     """
     config = config or FetchConfig()
+    rows = load_catalog_urls(str(catalog_dir), chunk)
+    if lease is not None:
+        with leases.kept_alive(lease):
+            return _fetch_under_lease(catalog_dir, store_root, rows, config, chunk, lease,
+                                      run_id, on_progress)
+    taken = store_write(store_root, functools.partial(
+        leases.acquire, store_root, "fetch", wait_s=config.lease_wait_s))
+    try:
+        with leases.kept_alive(taken):
+            return _fetch_under_lease(catalog_dir, store_root, rows, config, chunk, taken,
+                                      run_id, on_progress)
+    finally:
+        leases.release(taken)
+
+
+def _fetch_under_lease(
+    catalog_dir: str, store_root: str, rows: pd.DataFrame, config: FetchConfig,
+    chunk: tuple[int, int] | None, lease: leases.Lease, run_id: str | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> FetchResult:
+    """fetch_posters' work once the store's lease is held."""
     started = time.monotonic()
     store = PosterStore(store_root)
-    rows = load_catalog_urls(str(catalog_dir), chunk)
     if chunk is None:
-        store.remove_stale_temps()
+        store_write(store_root, store.remove_stale_temps, lease)
     run_id = run_id or new_run_id(f"chunk{chunk[0]:03d}of{chunk[1]:03d}" if chunk else "")
     cached, todo = split_cached(rows, store)
     log.info("fetch %s: %d rows, %d cached, %d to fetch", run_id, len(rows), len(cached), len(todo))
     progress = Progress(len(rows), len(cached), on_progress)
-    fetched = asyncio.run(fetch_rows(todo, store, config, progress)) if todo else []
+    fetched, stopped = (asyncio.run(fetch_rows(todo, store, config, progress)) if todo
+                        else ([], None))
     order = {key: i for i, key in reversed(list(enumerate(rows.itertuples(index=False))))}
     report_rows = sorted(cached + fetched, key=lambda r: order[(r["imdb_id"], r["url"])])
     table = pa.Table.from_pylist(report_rows, schema=REPORT_SCHEMA)
     report_path = store.report_path(run_id)
-    fs.atomic_write_parquet(report_path, table)
-    if chunk is None:
-        store.compact_index()
     summary = {
         "run_id": run_id,
         "catalog_dir": str(catalog_dir),
@@ -573,7 +684,20 @@ def fetch_posters(
         "report": report_path,
         **summarize(table.to_pandas(), time.monotonic() - started),
     }
-    summary_path = report_path.removesuffix(".parquet") + ".json"
-    fs.atomic_write_json(summary_path, summary)
+    if stopped is not None:
+        summary.update(stopped=str(stopped), rows_not_done=len(rows) - len(report_rows))
+    try:
+        result = write_report(run_id, report_path, table, summary)
+    except StoreWriteError as exc:
+        # A full store has no room for the report either: keep it on this machine instead.
+        fallback = fs.join(tempfile.gettempdir(), "posterflow-fetch-reports", f"{run_id}.parquet")
+        summary.update(report=fallback, stopped=f"{stopped or exc}; the report is in {fallback}",
+                       rows_not_done=len(rows) - len(report_rows))
+        raise StoreWriteError(summary["stopped"],
+                              write_report(run_id, fallback, table, summary)) from exc
+    if stopped is not None:
+        raise StoreWriteError(str(stopped), result) from stopped
+    if chunk is None:
+        store_write(store_root, store.compact_index, lease)
     log.info("fetch %s done: %s", run_id, summary["outcomes"])
-    return FetchResult(run_id, report_path, summary_path, summary)
+    return result

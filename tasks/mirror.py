@@ -19,7 +19,7 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-NAME = r"{name:[A-Za-z0-9_-][A-Za-z0-9._-]*}"
+NAME = r"{name:[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}}"  # a longer name is no file: 404
 
 
 def make_mirror_app(folder: str | Path, latency_ms: float = 0.0) -> web.Application:

@@ -1,10 +1,15 @@
-"""Fixtures shared by every tier: isolated Prefect home, ../shared, the flow fixtures."""
+"""Fixtures shared by every tier: isolated Prefect home, ../shared, the flow fixtures, S3.
+
+`s3_bucket` is a bucket on a real moto S3 *server* on a loopback port (as s3fs's own test
+suite runs it), reached through s3fs over HTTP: never an in-process boto mock.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,3 +96,44 @@ def standin_backbone(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tasks.backbone import build_standin_backbone
 
     return str(build_standin_backbone(tmp_path_factory.mktemp("backbone") / "standin"))
+
+
+# --- Object storage: a moto S3 server ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """http://127.0.0.1:PORT of a moto S3 server for this session; s3fs is pointed at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    try:
+        yield endpoint
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+_S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+           "AWS_DEFAULT_REGION")
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint: str) -> str:
+    """s3://<fresh bucket> on the moto server (fsspec's cached instances cleared first)."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir(bucket)
+    return f"s3://{bucket}"

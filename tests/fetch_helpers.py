@@ -91,6 +91,7 @@ class Misbehaving:
         r.add_get("/to-metadata", self.to_metadata)
         r.add_get("/to-file", self.to_file)
         r.add_get("/to-garbage", self.to_garbage)
+        r.add_get("/to-obfuscated/{host}", self.to_obfuscated)
         return app
 
     def _count(self, request: web.Request) -> int:
@@ -214,6 +215,10 @@ class Misbehaving:
 
     async def to_file(self, request: web.Request) -> web.Response:
         raise web.HTTPFound("file:///etc/passwd")
+
+    async def to_obfuscated(self, request: web.Request) -> web.Response:
+        """A redirect to an IPv4 address in a legacy form (2130706433, 127.1, 0x7f.1)."""
+        raise web.HTTPFound(f"http://{request.match_info['host']}/latest/meta-data/")
 
     async def to_garbage(self, request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "http://[::1/x"})

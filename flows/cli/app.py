@@ -1,7 +1,8 @@
 """The `posterflow` app: its commands, the root options and the entry point's logging.
 
 Commands are registered here, so this file is the CLI's table of contents. Exit codes:
-0 success, 1 the input was read but failed a check, 2 unreadable input.
+0 success, 1 the input was read but failed a check (or the store cannot be written),
+2 unreadable input, 3 another run holds the store's lease.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import typer
 
 from flows.cli import pipeline, stages
 from flows.cli.registry import registry_app
+from flows.cli.store import store_app
 
 app = typer.Typer(
     name="posterflow",
@@ -43,6 +45,7 @@ def _root(
 app.command("validate")(stages.validate_command)
 app.command("fetch")(stages.fetch_command)
 app.command("mirror")(stages.mirror_command)
+app.add_typer(store_app, name="store")
 app.command("shards")(stages.shards_command)
 app.command("train")(stages.train_command)
 app.command("predict")(stages.predict_command)

@@ -22,7 +22,8 @@ console = Console(stderr=True)
 def fail(label: str, *details: object, code: int) -> NoReturn:
     """Print `label detail` in red on stderr (a line per detail), then exit with `code`.
 
-    Exit codes: 1 the input was read but failed a check, 2 unreadable or invalid input.
+    Exit codes: 1 the input was read but failed a check (or the store cannot be written),
+    2 unreadable or invalid input, 3 another run holds the store's lease.
     The text is escaped, so brackets in an error message are printed, not read as markup.
     """
     red = f"[red]{escape(label)}[/red]"

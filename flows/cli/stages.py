@@ -101,24 +101,38 @@ def fetch_command(
     timeout: Annotated[float | None, typer.Option(
         help="Seconds per attempt at one poster.", min=0.001)] = model_default(
         FETCH, "total_timeout_s"),
+    lease_wait: Annotated[float | None, typer.Option(
+        help="Seconds to wait for another run writing the same store (0: exit at once).",
+        min=0)] = model_default(FETCH, "lease_wait_s"),
 ) -> None:
     """Fetch the catalog's posters into the store; rerun to resume (stored posters are skipped).
 
     Prints the run summary as JSON (also written beside the report in fetch-reports/).
+    Exit 1 when the store cannot be written (full disk, read-only, permissions), 3 when
+    another run is writing the store.
     """
-    from tasks.fetch import FetchConfig, fetch_posters, load_catalog_urls
+    from storage.leases import StoreBusy
+    from tasks.fetch import FetchConfig, StoreWriteError, fetch_posters, load_catalog_urls
 
     config = FetchConfig(**given(concurrency=concurrency, per_host=per_host, attempts=attempts,
-                                 total_timeout_s=timeout, allow_hosts=allow_host))
+                                 total_timeout_s=timeout, allow_hosts=allow_host,
+                                 lease_wait_s=lease_wait))
     try:
         load_catalog_urls(catalog_dir, None)
     except (OSError, ValueError, KeyError) as e:
         fail("unreadable catalog:", e, code=2)
-    with progress_bar("remaining") as bar:
-        task = bar.add_task("posters", total=None)
-        result = fetch_posters(catalog_dir, store, config,
-                               on_progress=lambda done, total: bar.update(
-                                   task, completed=done, total=total))
+    try:
+        with progress_bar("remaining") as bar:
+            task = bar.add_task("posters", total=None)
+            result = fetch_posters(catalog_dir, store, config,
+                                   on_progress=lambda done, total: bar.update(
+                                       task, completed=done, total=total))
+    except StoreBusy as e:
+        fail("store busy:", e, code=3)
+    except StoreWriteError as e:
+        if e.result is not None:
+            echo_json(e.result.summary)
+        fail("fetch stopped:", e, code=1)
     echo_json(result.summary)
     console.print(f"report: {result.report_path}", highlight=False)
 

@@ -81,7 +81,7 @@ def test_mirror_command_serves_a_folder_with_latency(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"{base}/7.jpg", timeout=10) as resp:
             assert resp.read() == poster_bytes(7)
         assert time.monotonic() - started >= 0.15
-        for path in ("/missing.jpg", "/../secret.txt", "/%2e%2e/secret.txt"):
+        for path in ("/missing.jpg", "/../secret.txt", "/%2e%2e/secret.txt", "/" + "a" * 5000):
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(base + path, timeout=10)
             info.value.close()

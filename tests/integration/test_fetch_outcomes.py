@@ -69,6 +69,9 @@ CASES: dict[int, tuple[str, str]] = {
     27: ("/status/408", "http_4xx"),
     28: ("/to-garbage", "bad_scheme"),
     29: ("http://[::1/x.jpg", "bad_scheme"),
+    30: ("/to-obfuscated/2130706433", "blocked_address"),  # 127.0.0.1, allow-listed or not
+    31: ("/to-obfuscated/127.1", "blocked_address"),
+    32: ("/to-obfuscated/0xa9.254.43518", "blocked_address"),  # 169.254.169.254
 }
 
 

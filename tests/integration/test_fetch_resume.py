@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from storage import leases
 from storage.posters import PosterStore
 from tasks.fetch import FetchConfig, FetchResult, fetch_posters
 from tasks.mirror import make_mirror_app
@@ -108,9 +109,11 @@ def test_concurrent_chunks_partition_the_catalog_and_merge(
     _, catalog = mirror
     results: dict[int, FetchResult] = {}
     progress: dict[int, list[tuple[int, int]]] = {0: [], 1: [], 2: []}
+    lease = leases.acquire(str(tmp_path / "store"), "fetch")  # as the flow takes it
 
     def run(i: int) -> None:
         results[i] = fetch_posters(str(catalog), str(tmp_path / "store"), CONFIG, chunk=(i, 3),
+                                   lease=lease,
                                    on_progress=lambda d, t: progress[i].append((d, t)))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
@@ -126,7 +129,8 @@ def test_concurrent_chunks_partition_the_catalog_and_merge(
     assert all((r["imdb_id"] % 3 == i).all() for i, r in enumerate(reports))
     assert results[0].run_id.endswith("-chunk000of003")
     assert len(store.read_index()) == N_POSTERS  # merged from parts before compaction
-    assert store.compact_index() > 0 and len(store.read_index()) == N_POSTERS
+    assert store.compact_index(lease) > 0 and len(store.read_index()) == N_POSTERS
+    leases.release(lease)
     for i in range(3):
         done = [d for d, _ in progress[i]]
         assert done == sorted(done) and progress[i][-1] == (len(ids[i]), len(ids[i]))

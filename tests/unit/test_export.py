@@ -124,6 +124,15 @@ def test_predict_files_reports_bad_files_per_file(exported: Path, tmp_path: Path
     assert "cannot read" in results[2]["error"]
 
 
+def test_predict_refuses_an_image_over_fetchs_pixel_cap(exported: Path, tmp_path: Path) -> None:
+    from tests.fetch_helpers import png_bomb
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(12_000, 12_000))  # 144 Mpx declared in a few hundred bytes
+    [result] = predict_files(exported, [bomb])
+    assert result["error"] == "12000x12000 exceeds the 40,000,000 pixel cap"
+
+
 def test_predict_cli_prints_json_lines_and_exit_codes(exported: Path, tmp_path: Path) -> None:
     good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
     good.write_bytes(encoded("JPEG"))

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from storage import fs
+from storage import fs, leases
 from storage.posters import PosterStore
 
 
@@ -90,3 +90,44 @@ def test_put_rewrites_an_object_left_short(tmp_path: Path) -> None:
     sha = store.put(b"poster bytes")
     Path(store.path(sha)).write_bytes(b"")  # what a power cut can leave behind
     assert store.put(b"poster bytes") == sha and store.get(sha) == b"poster bytes"
+
+
+def test_object_sizes_read_absent_as_none(tmp_path: Path) -> None:
+    store = PosterStore(tmp_path)
+    sha = store.put(b"12345")
+    assert store.object_sizes([sha, "0" * 64]) == [5, None]
+    memory = PosterStore(f"memory://posterflow-test-{uuid.uuid4().hex}")
+    assert memory.object_sizes([memory.put(b"123"), "0" * 64]) == [3, None]
+
+
+def test_verify_finds_missing_short_and_altered_objects_and_repair_drops_them(
+        tmp_path: Path) -> None:
+    store = PosterStore(tmp_path)
+    shas = [store.put(f"poster {i}".encode()) for i in range(4)]
+    store.append_index([{**index_row(i, sha), "bytes": 8} for i, sha in enumerate(shas)])
+    Path(store.path(shas[0])).unlink()
+    Path(store.path(shas[1])).write_bytes(b"short")
+    Path(store.path(shas[2])).write_bytes(b"poster X")  # same size, other bytes
+    store.put(b"not indexed")
+    damage = store.verify()
+    assert (damage.missing, damage.wrong_size, damage.wrong_hash) == ([shas[0]], [shas[1]],
+                                                                      [shas[2]])
+    assert damage.checked == 4 and damage.orphans == 1
+    assert store.verify(hashes=False).wrong_hash == []
+    assert store.repair(damage) == 3
+    assert store.read_index()["sha256"].tolist() == [shas[3]] and not store.verify().damaged
+    assert leases.read_lease(str(tmp_path)) is None  # the repair's own lease, released
+
+
+def test_destructive_steps_need_the_lease(tmp_path: Path) -> None:
+    store = PosterStore(tmp_path)
+    store.append_index([index_row(1, "a")])
+    other = leases.acquire(str(tmp_path), "fetch")
+    with pytest.raises(leases.StoreBusy):
+        store.compact_index()
+    with pytest.raises(leases.StoreBusy):
+        store.remove_stale_temps()
+    assert store.compact_index(other) == 1  # the holder may
+    stale = leases.Lease(**{**vars(other), "token": "someone-else"})
+    with pytest.raises(leases.LeaseLost):
+        store.compact_index(stale)
