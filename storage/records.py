@@ -9,6 +9,7 @@ needs neither TensorFlow nor protobuf objects.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,32 +72,77 @@ def encode_example(imdb_id: int, image: bytes, sha256: str, labels: bytes) -> by
     """The bytes of `tf.train.Example(...).SerializeToString(deterministic=True)`, by hand.
 
     Protobuf's Python objects cost more per record than the rest of a shard write; this
-    writes the same wire format directly (tests compare it with TensorFlow's bytes). Map
-    entries come in key order: image, imdb_id, labels, sha256. `labels` = `label_values`.
+    writes the same wire format directly (tests compare it with TensorFlow's bytes).
+    `labels` = `label_values`. See `example_around_image` for the parts.
     """
-    features = b"".join((
-        _entry(_KEY_IMAGE, _field(1, _field(1, image))),  # Feature.bytes_list
-        _entry(_KEY_IMDB_ID, _field(3, _packed(_varint(imdb_id & _UINT64)))),  # int64_list
-        _entry(_KEY_LABELS, _field(2, _packed(labels))),  # float_list
-        _entry(_KEY_SHA256, _field(1, _field(1, sha256.encode()))),
+    before, after = example_around_image(imdb_id, len(image), sha256, labels)
+    return before + image + after
+
+
+def example_around_image(imdb_id: int, image_bytes: int, sha256: str,
+                         labels: bytes) -> tuple[bytes, bytes]:
+    """The serialized Example's bytes before and after the image, whose length is enough:
+    writers put the image between them without copying it. Map entries come in key order
+    (image, imdb_id, labels, sha256), as deterministic serialization sorts them."""
+    bytes_list = _varint(image_bytes)  # BytesList.value[0] length; the image follows
+    feature_len = 1 + len(bytes_list) + image_bytes  # Feature.bytes_list payload
+    feature = b"\x0a" + _varint(feature_len) + b"\x0a" + bytes_list
+    value_len = len(feature) + image_bytes
+    entry_len = len(_KEY_IMAGE) + 1 + len(_varint(value_len)) + value_len
+    imdb_id_varint, sha256_bytes = _varint(imdb_id & _UINT64), sha256.encode()
+    after = b"".join((
+        _imdb_id_head(len(imdb_id_varint)), imdb_id_varint,
+        _labels_entry(labels),
+        _sha256_head(len(sha256_bytes)), sha256_bytes,
     ))
-    return _field(1, features)  # Example.features
+    features_len = 1 + len(_varint(entry_len)) + entry_len + len(after)
+    before = b"".join((b"\x0a", _varint(features_len),  # Example.features
+                       b"\x0a", _varint(entry_len), _KEY_IMAGE,  # map entry, its key
+                       b"\x12", _varint(value_len), feature))  # its Feature
+    return before, after
 
 
 def tfrecord_frame(data: bytes) -> tuple[bytes, bytes]:
     """The TFRecord header (length + its masked CRC32C) and footer (data's masked CRC32C)."""
-    length = _U64.pack(len(data))
-    return length + _U32.pack(_masked_crc(length)), _U32.pack(_masked_crc(data))
+    return tfrecord_frame_parts((data,))
 
 
-def _masked_crc(data: bytes) -> int:
+def tfrecord_frame_parts(parts: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """`tfrecord_frame` of the concatenation of `parts`, without concatenating them."""
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    length = _U64.pack(sum(len(part) for part in parts))
+    return length + _U32.pack(_mask(google_crc32c.value(length))), _U32.pack(_mask(crc))
+
+
+def _mask(crc: int) -> int:
     """TFRecord's masked CRC32C (rotate right by 15, add a constant)."""
-    crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+@functools.lru_cache(maxsize=16)
+def _imdb_id_head(varint_bytes: int) -> bytes:
+    """The imdb_id map entry (an int64_list) up to its varint, which has this length."""
+    return _entry(_KEY_IMDB_ID, _field(3, _field(1, bytes(varint_bytes))))[:-varint_bytes]
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_head(hex_bytes: int) -> bytes:
+    """The sha256 map entry (a bytes_list) up to its hex digest, which has this length."""
+    return _entry(_KEY_SHA256, _field(1, _field(1, bytes(hex_bytes))))[:-hex_bytes]
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels_entry(labels: bytes) -> bytes:
+    """The labels map entry (a float_list); a dataset has few distinct genre sets."""
+    return _entry(_KEY_LABELS, _field(2, _packed(labels)))
 
 
 def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative integer."""
+    if value < 0x80:
+        return _BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -120,6 +166,7 @@ def _entry(key: bytes, feature: bytes) -> bytes:
     return _field(1, key + _field(2, feature))
 
 
+_BYTE = [bytes((i,)) for i in range(0x80)]  # one-byte varints
 _KEY_IMAGE, _KEY_IMDB_ID, _KEY_LABELS, _KEY_SHA256 = (
     _field(1, name.encode()) for name in (IMAGE, IMDB_ID, LABELS, SHA256))
 _ONE, _ZERO = struct.pack("<f", 1.0), struct.pack("<f", 0.0)

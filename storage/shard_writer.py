@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage import fs
-from storage.records import encode_example, multi_hot, tfrecord_frame
+from storage.records import example_around_image, multi_hot, tfrecord_frame_parts
 
 READ_BATCH = 256  # posters read per fsspec `cat` call from a remote store
 WRITE_BUFFER = 1 << 20
@@ -97,9 +97,10 @@ def write_shard(job: ShardJob) -> WrittenShard:
                 idx = tuple(job.label_idx[i])
                 if idx not in labels:
                     labels[idx] = multi_hot(idx, job.n_labels)
-                example = encode_example(job.imdb_ids[i], image, job.sha256s[i], labels[idx])
-                head, tail = tfrecord_frame(example)
-                sink.write(head, example, tail)
+                before, after = example_around_image(job.imdb_ids[i], len(image),
+                                                     job.sha256s[i], labels[idx])
+                head, tail = tfrecord_frame_parts((before, image, after))
+                sink.write(head + before, image, after + tail)
         sink.close()
     return WrittenShard(job.url, sink.size, sink.digest.hexdigest())
 
@@ -144,12 +145,18 @@ def _posters(paths: list[str]) -> Iterator[tuple[int, list[bytes]]]:
     for start in range(0, len(paths), READ_BATCH):
         batch = paths[start:start + READ_BATCH]
         if all("://" not in p for p in batch):
-            yield start, [Path(p).read_bytes() for p in batch]
+            yield start, [_read_local(p) for p in batch]
             continue
         fsys = fs.url_to_fs(batch[0])[0]
         inside = [fs.url_to_fs(p)[1] for p in batch]
         found = fsys.cat(inside, on_error="raise")
         yield start, [found[p] for p in inside]
+
+
+def _read_local(path: str) -> bytes:
+    """A local file's bytes, unbuffered (one read call, no copy through a buffer)."""
+    with open(path, "rb", buffering=0) as f:
+        return f.readall()
 
 
 def _write_in_child(jobs: list[ShardJob]) -> list[WrittenShard]:
