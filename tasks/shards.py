@@ -50,8 +50,9 @@ from storage.shard_writer import CorruptedPosterError, ShardJob, write_shards
 log = logging.getLogger(__name__)
 
 RECORD_OVERHEAD_BYTES = 160  # Example framing, imdb_id, sha256 hex and TFRecord CRCs
-# A writer process costs ~0.2 s of CPU to start (Python + fsspec); it pays when it writes at
-# least about as long: ~3 us per MB of poster bytes in process (BENCHMARKS.md, issue 15).
+# A writer process costs ~0.27 s of CPU to start (Python, fsspec, its job as JSON), what
+# writing ~55 MB of posters costs in process (71 us per 14 KB poster; BENCHMARKS.md, issue
+# 15): with less to write per process, more processes are slower.
 CHILD_MIN_BYTES = 64_000_000
 
 
@@ -186,7 +187,8 @@ def build_dataset(
 ) -> DatasetResult:
     """Write (or find) the dataset version of this catalog and store under `out_root`.
 
-    `processes`: shard writer processes (default: one per core; 1 = in this process).
+    `processes`: shard writer processes (default: one per core with at least
+    CHILD_MIN_BYTES of posters each; 1 = in this process).
     """
     plan = plan_dataset(catalog_dir, store_root, out_root, config)
     if plan.exists:
@@ -222,8 +224,9 @@ def write_shard_part(plan: DatasetPlan, store_root: str | os.PathLike[str],
                      part: tuple[int, int] = (0, 1), processes: int | None = None) -> ShardPart:
     """Stage the planned shards whose global index % n == i (part (i, n)); staged ones are kept.
 
-    The shards are written by `processes` child processes (default: one per core, none on
-    one core; see `storage.shard_writer`), each a group of shards of about equal bytes.
+    The shards are written by `processes` child processes (default: one per core with at
+    least CHILD_MIN_BYTES of posters each, none on one core; see `storage.shard_writer`),
+    each a group of shards of about equal bytes.
     Remote stores or staging folders are written in this process (bound by the network, and
     an in-memory file system is not shared with children).
     """
