@@ -1,14 +1,19 @@
 """Shards stage throughput, each figure against its baseline, measured in one run.
 
-1. Shard writing (`build_dataset`, MB of poster bytes per second) against a plain copy of the
-   same poster bytes from the same store into the same number of files (read, write, fsync).
+1. Shard writing (MB of poster bytes per second of wall time, and CPU per record of this
+   process and its children) against a plain copy of the same poster bytes from the same
+   store into the same number of files (read, write, fsync): today's writer before issue 15
+   (kept below as `today_build`: fsspec reads, protobuf Example, tf.io.TFRecordWriter, a
+   second read of each shard for its sha256), and `build_dataset` in this process
+   (`processes=1`) and with one writer process per core (the default).
 2. The tf.data input pipeline (`make_dataset`: read + verify + parse + decode + resize +
    shuffle + batch, images/s) against the MobileNetV2 forward rate (images/s) on this machine.
 
 Targets: writing >= 0.5x the plain copy; input pipeline >= 4x the backbone.
 
 Inputs: the real posters of ../shared/data/posters-dev when present (5,528 JPEGs), else
-5,000 generated 182x268 JPEGs. Run: `.venv/bin/python benchmarks/shards.py [--repeats 5]`.
+5,000 generated 182x268 JPEGs. Run: `.venv/bin/python benchmarks/shards.py [--repeats 5]
+[--shard-mb 100] [--write-only]`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -31,10 +37,19 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from storage import fs  # noqa: E402
 from storage.catalog import LabelVocabulary, write_catalog, write_labels  # noqa: E402
 from storage.posters import PosterStore  # noqa: E402
+from storage.records import PosterRecord  # noqa: E402
 from tasks.images import make_dataset  # noqa: E402
-from tasks.shards import ShardConfig, build_dataset  # noqa: E402
+from tasks.shards import (  # noqa: E402
+    ShardConfig,
+    _label_counts,
+    _Plan,
+    build_dataset,
+    finalize_dataset,
+    plan_dataset,
+)
 
 SHARED = Path(os.environ.get("POSTERFLOW_SHARED", REPO.parent / "shared"))
 POSTERS_DEV = SHARED / "data" / "posters-dev"
@@ -101,11 +116,60 @@ def plain_copy(store_root: Path, out: Path, files: int) -> None:
             os.fsync(f.fileno())
 
 
-def timed(fn: Callable[[], object]) -> float:
-    """Wall seconds of one call."""
-    start = time.perf_counter()
+def today_build(catalog: Path, store_root: Path, out: Path, config: ShardConfig) -> None:
+    """The shard writer as it was before issue 15, on the same plan and publishing steps."""
+    import tensorflow as tf
+
+    from storage.datasets import shard_name
+
+    plan = plan_dataset(catalog, store_root, out, config)
+    planned, store, rows = _Plan.load(plan), PosterStore(store_root), []
+    n = len(planned.labels)
+    for split, shard, records in planned.shards():
+        count = planned.shard_counts[split]
+        url = fs.join(plan.staging, shard_name(split, shard, count, config.compression))
+        ids, shas, idx = (records[c].tolist() for c in ("imdb_id", "sha256", "label_idx"))
+        with fs.staged_file(url) as local, tf.io.TFRecordWriter(
+                local, tf.io.TFRecordOptions(compression_type=config.compression)) as writer:
+            for start in range(0, len(shas), 256):
+                images = store.get_many(shas[start:start + 256])
+                for i, image in enumerate(images, start=start):
+                    assert fs.sha256_bytes(image) == shas[i]
+                    labels = np.zeros(n, np.float32)
+                    labels[idx[i]] = 1.0
+                    writer.write(_tf_serialize(PosterRecord(int(ids[i]), image, shas[i], labels)))
+        rows.append({"shard": url.rsplit("/", 1)[-1], "split": split, "index": shard,
+                     "count": count, "records": len(records), "bytes": os.path.getsize(url),
+                     "sha256": fs.sha256_file(url),  # the second read
+                     "label_counts": _label_counts(records["label_idx"], n)})
+    finalize_dataset(plan, rows)
+
+
+def _tf_serialize(record: PosterRecord) -> bytes:
+    """Today's record encoding: protobuf objects (the same bytes as `serialize`)."""
+    import tensorflow as tf
+
+    feature = {
+        "imdb_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[record.imdb_id])),
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.image])),
+        "sha256": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record.sha256.encode()])),
+        "labels": tf.train.Feature(float_list=tf.train.FloatList(value=record.labels.tolist())),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (with children) of one call."""
+    cpu, start = cpu_seconds(), time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def backbone_rate(batch: int, repeats: int) -> tuple[float, str]:
@@ -120,7 +184,7 @@ def backbone_rate(batch: int, repeats: int) -> tuple[float, str]:
                                                         pooling="avg")
         model, name = tf.function(lambda x: keras_model(x, training=False)), "Keras MobileNetV2"
     model(images)  # trace and warm up
-    return statistics.median(batch / timed(lambda: model(images).numpy())
+    return statistics.median(batch / timed(lambda: model(images).numpy())[0]
                              for _ in range(repeats)), name
 
 
@@ -131,43 +195,58 @@ def pipeline_rate(dataset_dir: str, batch: int, records: int, repeats: int) -> f
             pass
 
     epoch()  # warm the page cache and the graph
-    return statistics.median(records / timed(epoch) for _ in range(repeats))
+    return statistics.median(records / timed(epoch)[0] for _ in range(repeats))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--shard-mb", type=float, default=100.0, help="ShardConfig target.")
+    parser.add_argument("--write-only", action="store_true", help="Skip the input pipeline.")
     args = parser.parse_args()
     import tensorflow as tf
 
+    config = ShardConfig(target_shard_bytes=int(args.shard_mb * 1e6))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         catalog, store, total = make_inputs(root)
+        records = len(PosterStore(store).read_index())
         mb = total / 1e6
         source = "posters-dev" if POSTERS_DEV.is_dir() else "generated"
-        print(f"inputs: {len(PosterStore(store).read_index())} {source} posters, {mb:.1f} MB; "
-              f"{os.cpu_count()} CPUs (shared); TF {tf.__version__}")
-        warm = build_dataset(catalog, store, root / "warm", ShardConfig())  # page cache, TF
-        rates: dict[str, list[float]] = {"copy": [], "shards": [], "shards gzip": []}
+        print(f"inputs: {records} {source} posters, {mb:.1f} MB; {os.cpu_count()} CPUs "
+              f"(shared; load average {os.getloadavg()[0]:.1f}); TF {tf.__version__}")
+        warm = build_dataset(catalog, store, root / "warm", config)  # page cache
+        today_build(catalog, store, root / "warm-today", config)  # TF imported, graph warm
+        methods: dict[str, Callable[[Path], object]] = {
+            "plain copy": lambda out: plain_copy(store, out, warm.shards),
+            "today (before issue 15)": lambda out: today_build(catalog, store, out, config),
+            "build_dataset, 1 process": lambda out: build_dataset(catalog, store, out, config,
+                                                                  processes=1),
+            f"build_dataset, {os.cpu_count()} processes": lambda out: build_dataset(
+                catalog, store, out, config, processes=os.cpu_count()),
+            "plan_dataset only (its fixed part)": lambda out: plan_dataset(
+                catalog, store, out, config),
+        }
+        walls: dict[str, list[float]] = {name: [] for name in methods}
+        cpus: dict[str, list[float]] = {name: [] for name in methods}
         for r in range(args.repeats):  # interleaved, so noise hits every variant alike
-            runs = {
-                "shards": lambda r=r: build_dataset(catalog, store, root / f"ds-{r}",
-                                                    ShardConfig()),
-                "copy": lambda r=r: plain_copy(store, root / f"copy-{r}", warm.shards),
-                "shards gzip": lambda r=r: build_dataset(catalog, store, root / f"gz-{r}",
-                                                         ShardConfig(gzip=True)),
-            }
-            for name, run in runs.items():
-                rates[name].append(mb / timed(run))
-            for folder in (f"ds-{r}", f"copy-{r}", f"gz-{r}"):
-                shutil.rmtree(root / folder)
-        copy = statistics.median(rates["copy"])
-        print(f"\nshard write (median of {args.repeats}, MB of posters/s; "
-              f"{warm.shards} shards):")
-        for name, values in rates.items():
-            rate = statistics.median(values)
-            print(f"  {name:12s} {rate:8.1f} MB/s   {rate / copy:5.2f}x plain copy")
+            for n, (name, run) in enumerate(methods.items()):
+                out = root / f"run-{r}-{n}"
+                wall, cpu = timed(lambda run=run, out=out: run(out))
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                shutil.rmtree(out, ignore_errors=True)
+        copy = mb / statistics.median(walls["plain copy"])
+        print(f"\nshard write (median of {args.repeats}; {warm.shards} shards of "
+              f"{args.shard_mb:g} MB target; load average now {os.getloadavg()[0]:.1f}):")
+        print(f"  {'method':34s} {'MB/s':>8s} {'x copy':>7s} {'CPU us/record':>14s}")
+        for name in methods:
+            rate = mb / statistics.median(walls[name])
+            cpu_us = statistics.median(cpus[name]) / records * 1e6
+            print(f"  {name:34s} {rate:8.1f} {rate / copy:6.2f}x {cpu_us:14.1f}")
+        if args.write_only:
+            return
         train = warm.splits["train"]
         pipe = pipeline_rate(warm.path, args.batch, train, args.repeats)
         fwd, name = backbone_rate(args.batch, args.repeats)

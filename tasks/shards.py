@@ -16,7 +16,6 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -46,12 +45,15 @@ from storage.datasets import (
     write_plan,
 )
 from storage.posters import PosterStore
-from storage.records import PosterRecord, serialize
+from storage.shard_writer import CorruptedPosterError, ShardJob, write_shards
 
 log = logging.getLogger(__name__)
 
 RECORD_OVERHEAD_BYTES = 160  # Example framing, imdb_id, sha256 hex and TFRecord CRCs
-READ_BATCH = 256  # posters fetched per fsspec `cat` call while writing
+# A writer process costs ~0.27 s of CPU to start (Python, fsspec, its job as JSON), what
+# writing ~55 MB of posters costs in process (71 us per 14 KB poster; BENCHMARKS.md, issue
+# 15): with less to write per process, more processes are slower.
+CHILD_MIN_BYTES = 64_000_000
 
 
 class DatasetCheckError(ValueError):
@@ -181,14 +183,19 @@ def build_dataset(
     store_root: str | os.PathLike[str],
     out_root: str | os.PathLike[str],
     config: ShardConfig | None = None,
+    processes: int | None = None,
 ) -> DatasetResult:
-    """Write (or find) the dataset version of this catalog and store under `out_root`."""
+    """Write (or find) the dataset version of this catalog and store under `out_root`.
+
+    `processes`: shard writer processes (default: one per core with at least
+    CHILD_MIN_BYTES of posters each; 1 = in this process).
+    """
     plan = plan_dataset(catalog_dir, store_root, out_root, config)
     if plan.exists:
         log.info("dataset %s already exists at %s: nothing to write", plan.version, plan.path)
         return _result(load_dataset_info(plan.path), created=False)
     try:
-        part = write_shard_part(plan, store_root)
+        part = write_shard_part(plan, store_root, processes=processes)
     except DatasetCheckError:
         _discard(plan.staging)  # bad inputs fail every rerun the same way: keep nothing
         raise
@@ -214,8 +221,15 @@ def plan_dataset(
 
 
 def write_shard_part(plan: DatasetPlan, store_root: str | os.PathLike[str],
-                     part: tuple[int, int] = (0, 1)) -> ShardPart:
-    """Stage the planned shards whose global index % n == i (part (i, n)); staged ones are kept."""
+                     part: tuple[int, int] = (0, 1), processes: int | None = None) -> ShardPart:
+    """Stage the planned shards whose global index % n == i (part (i, n)); staged ones are kept.
+
+    The shards are written by `processes` child processes (default: one per core with at
+    least CHILD_MIN_BYTES of posters each, none on one core; see `storage.shard_writer`),
+    each a group of shards of about equal bytes.
+    Remote stores or staging folders are written in this process (bound by the network, and
+    an in-memory file system is not shared with children).
+    """
     index, count = part
     if not 0 <= index < count:
         raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
@@ -223,8 +237,8 @@ def write_shard_part(plan: DatasetPlan, store_root: str | os.PathLike[str],
         log.info("dataset %s is already complete: part %s has nothing to write", plan.version, part)
         return ShardPart(plan.staging, [])
     planned, store = _Plan.load(plan), PosterStore(store_root)
-    rows = [_write_shard(plan.staging, planned, store, split, shard, records)
-            for split, shard, records in planned.shards()[index::count]]
+    rows = _write_shards(plan.staging, planned, store, planned.shards()[index::count],
+                         processes)
     log.info("dataset %s part %s: %d shards staged in %s", plan.version, part, len(rows),
              plan.staging)
     return ShardPart(plan.staging, rows)
@@ -260,7 +274,7 @@ def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
     rows = catalog.merge(index, on="imdb_id", how="left", validate="many_to_one")
     fetched = rows["sha256"].notna()
     stored = store.stored_hashes()
-    present = fetched & rows["sha256"].isin(stored)
+    present = fetched & rows["sha256"].map(stored.__contains__)  # isin: 0.2 s on 5k rows
     left_out = {"not_fetched": int((~fetched).sum()),
                 "missing_object": int((fetched & ~present).sum())}
     for reason, n in left_out.items():
@@ -319,55 +333,51 @@ def _shard_count(rows: pd.DataFrame, config: ShardConfig) -> int:
     return max(1, math.ceil(estimate / config.target_shard_bytes))
 
 
-def _write_shard(staging: str, plan: _Plan, store: PosterStore, split: str, shard: int,
-                 rows: pd.DataFrame) -> dict[str, Any]:
-    """Stage one shard atomically (unless a finished copy is there); return its manifest row."""
-    count = plan.shard_counts[split]
-    name = shard_name(split, shard, count, plan.config.compression)
-    url = fs.join(staging, name)
-    fsys, path = fs.url_to_fs(url)
-    if fsys.exists(path):
+def _write_shards(staging: str, plan: _Plan, store: PosterStore,
+                  shards: list[tuple[str, int, pd.DataFrame]],
+                  processes: int | None) -> list[dict[str, Any]]:
+    """Stage the shards not staged yet (each atomically); return every shard's manifest row."""
+    names = [shard_name(split, shard, plan.shard_counts[split], plan.config.compression)
+             for split, shard, _ in shards]
+    fsys, path = fs.url_to_fs(staging)
+    staged = {p.rsplit("/", 1)[-1] for p in fsys.ls(path, detail=False)} \
+        if fsys.isdir(path) else set()
+    todo = [(name, rows) for name, (_, _, rows) in zip(names, shards, strict=True)
+            if name not in staged]
+    jobs = [_job(fs.join(staging, name), rows, store, plan) for name, rows in todo]
+    try:
+        local = fs.is_local(staging) and fs.is_local(store.root)
+        weights = [int(rows["bytes"].sum()) for _, rows in todo]
+        written = write_shards(jobs, _processes(processes, weights) if local else 1, weights)
+    except CorruptedPosterError as err:
+        raise DatasetCheckError(str(err)) from None
+    files = {name: (shard.bytes, shard.sha256)
+             for (name, _), shard in zip(todo, written, strict=True)}
+    for name in set(names) - set(files):
         log.debug("%s already staged: kept", name)
-    else:
-        records = _records(store, rows, len(plan.labels))
-        with fs.staged_file(url) as local:
-            _write_tfrecord(local, records, plan.config.compression)
-        log.debug("wrote %s (%d records)", name, len(rows))
-    return {"shard": name, "split": split, "index": shard, "count": count, "records": len(rows),
-            "bytes": int(fsys.size(path)), "sha256": fs.sha256_file(url),
-            "label_counts": _label_counts(rows["label_idx"], len(plan.labels))}
+        url = fs.join(staging, name)
+        files[name] = (int(fsys.size(fs.url_to_fs(url)[1])), fs.sha256_file(url))
+    return [{"shard": name, "split": split, "index": shard, "count": plan.shard_counts[split],
+             "records": len(rows), "bytes": files[name][0], "sha256": files[name][1],
+             "label_counts": _label_counts(rows["label_idx"], len(plan.labels))}
+            for name, (split, shard, rows) in zip(names, shards, strict=True)]
 
 
-def _records(store: PosterStore, rows: pd.DataFrame, n_labels: int) -> Iterator[PosterRecord]:
-    """The shard's records, their posters read and verified a batch at a time."""
-    ids, shas, label_idx = (rows[c].tolist() for c in ("imdb_id", "sha256", "label_idx"))
-    for start in range(0, len(shas), READ_BATCH):
-        end = start + READ_BATCH
-        images = _read_posters(store, ids[start:end], shas[start:end])
-        for i, image in enumerate(images, start=start):
-            labels = np.zeros(n_labels, np.float32)
-            labels[label_idx[i]] = 1.0
-            yield PosterRecord(imdb_id=int(ids[i]), image=image, sha256=shas[i], labels=labels)
+def _job(url: str, rows: pd.DataFrame, store: PosterStore, plan: _Plan) -> ShardJob:
+    """What the shard writer needs for one shard: its records' fields and store objects."""
+    shas = rows["sha256"].tolist()
+    return ShardJob(url=url, posters=[store.path(sha) for sha in shas],
+                    imdb_ids=[int(i) for i in rows["imdb_id"]], sha256s=shas,
+                    label_idx=[[int(i) for i in idx] for idx in rows["label_idx"]],
+                    n_labels=len(plan.labels), compression=plan.config.compression)
 
 
-def _read_posters(store: PosterStore, ids: list[int], shas: list[str]) -> list[bytes]:
-    """Read posters (one fsspec `cat`: concurrent on object stores) and check their hashes."""
-    images = store.get_many(shas)
-    for imdb_id, sha, image in zip(ids, shas, images, strict=True):
-        if fs.sha256_bytes(image) != sha:
-            raise DatasetCheckError(f"poster store object {store.path(sha)} is corrupted "
-                                    f"(its sha256 is {fs.sha256_bytes(image)}); fetch imdb_id "
-                                    f"{imdb_id} again")
-    return images
-
-
-def _write_tfrecord(path: str, records: Iterator[PosterRecord], compression: str) -> None:
-    """Serialize records into one TFRecord file."""
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression)) as w:
-        for record in records:
-            w.write(serialize(record))
+def _processes(asked: int | None, weights: list[int]) -> int:
+    """Writer processes: as asked, else one per core (none on one core) but at least
+    CHILD_MIN_BYTES of posters each, and never more than there are shards to write."""
+    by_size = sum(weights) // CHILD_MIN_BYTES
+    wanted = asked if asked is not None else min(os.cpu_count() or 1, by_size)
+    return max(1, min(wanted, len(weights)))
 
 
 def _label_counts(label_idx: pd.Series, n_labels: int) -> list[int]:
