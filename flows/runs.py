@@ -1,9 +1,9 @@
 """Run the retrain flow in-process and summarise what each stage did (for `run` and `demo`).
 
 A deterministic failure (bad input or settings: a catalog check, a missing column, a
-damaged shard) fails the flow run in Prefect as any error does, but its log records carry
-only the message: Prefect would otherwise print the same stack once per task and flow it
-passes through. Unexpected errors keep their tracebacks.
+damaged shard) fails the flow run in Prefect as any error does, but without its stack:
+Prefect would print it once per task and flow it passes through. Each run's "Finished in
+state Failed(<message>)" line remains. Unexpected errors keep their tracebacks.
 """
 
 from __future__ import annotations
@@ -66,17 +66,18 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
 
 
 class MessageOnly(logging.Filter):
-    """Drops the traceback from log records about a deterministic failure."""
+    """Drops Prefect's exception records (traceback included) for deterministic failures.
+
+    They repeat what the run's "Finished in state Failed(...)" line says, plus the stack.
+    """
 
     def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
         super().__init__()
         self.errors = errors
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record; strip `exc_info` when its exception is deterministic."""
-        if record.exc_info and isinstance(record.exc_info[1], self.errors):
-            record.exc_info = record.exc_text = None
-        return True
+        """False for a record carrying a deterministic exception; True for all others."""
+        return not (record.exc_info and isinstance(record.exc_info[1], self.errors))
 
 
 @contextmanager
