@@ -49,9 +49,15 @@ def validate_catalog_csv(csv_path: str, catalogs_root: str,
 
 
 def _headline(summary: dict[str, Any]) -> str:
-    """The headline numbers of a catalog summary."""
-    keys = ("rows_read", "accepted", "rejected", "labels", "split_sizes")
-    return ", ".join(f"{k}={summary[k]}" for k in keys if k in summary)
+    """The headline numbers of a catalog summary (one short log line)."""
+    keys = ("rows_read", "accepted", "rejected", "split_sizes")
+    numbers = [f"{k}={summary[k]}" for k in keys if k in summary]
+    return ", ".join([*numbers, f"{len(summary.get('labels', []))} labels"])
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    """Outcome counts without the zeros (a log line a person can read)."""
+    return {outcome: n for outcome, n in counts.items() if n}
 
 
 # --- fetch -------------------------------------------------------------------------------
@@ -94,7 +100,7 @@ def fetch_chunk(catalog_dir: str, store_root: str, config: FetchConfig,
 
     result = fetch_posters(catalog_dir, store_root, config, chunk=chunk, lease=lease,
                            on_progress=progress_publisher(f"Posters fetched, chunk {chunk[0]}"))
-    get_run_logger().info("fetch chunk %s: %s", chunk, result.summary.get("outcomes"))
+    get_run_logger().info("fetch chunk %s: %s", chunk, _nonzero(result.summary.get("outcomes", {})))
     return result
 
 
@@ -110,7 +116,7 @@ def compact_index(store_root: str, fetched: list[FetchResult], lease: Lease) -> 
     for result in fetched:
         for outcome, n in result.summary.get("outcomes", {}).items():
             totals[outcome] = totals.get(outcome, 0) + n
-    get_run_logger().info("fetch outcomes over %d chunks: %s", len(fetched), totals)
+    get_run_logger().info("fetch outcomes over %d chunks: %s", len(fetched), _nonzero(totals))
     publish_fetch_outcomes(totals)
     return totals
 

@@ -1,7 +1,16 @@
-"""Run the retrain flow in-process and summarise what each stage did (for `run` and `demo`)."""
+"""Run the retrain flow in-process and summarise what each stage did (for `run` and `demo`).
+
+A deterministic failure (bad input or settings: a catalog check, a missing column, a
+damaged shard) fails the flow run in Prefect as any error does, but without its stack:
+Prefect would print it once per task and flow it passes through. Each run's "Finished in
+state Failed(<message>)" line remains. Unexpected errors keep their tracebacks.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -38,11 +47,59 @@ class RunSummary:
         return out
 
 
+PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+def deterministic_errors() -> tuple[type[BaseException], ...]:
+    """Failures that running again cannot fix: the input or the settings are wrong."""
+    from pydantic import ValidationError
+
+    from storage.datasets import ShardIntegrityError
+    from tasks.backbone import BackboneUnavailableError
+    from tasks.catalog import CatalogCheckError
+    from tasks.catalog_csv import CatalogReadError, CatalogSchemaError
+    from tasks.evaluate import LabelMismatchError
+    from tasks.shards import DatasetCheckError
+
+    return (CatalogCheckError, CatalogReadError, CatalogSchemaError, DatasetCheckError,
+            ShardIntegrityError, LabelMismatchError, BackboneUnavailableError, ValidationError)
+
+
+class MessageOnly(logging.Filter):
+    """Drops Prefect's exception records (traceback included) for deterministic failures.
+
+    They repeat what the run's "Finished in state Failed(...)" line says, plus the stack.
+    """
+
+    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record carrying a deterministic exception; True for all others."""
+        return not (record.exc_info and isinstance(record.exc_info[1], self.errors))
+
+
+@contextmanager
+def tracebacks_for_unexpected_errors_only() -> Iterator[None]:
+    """While a flow runs, Prefect's run loggers log deterministic failures as one line."""
+    quiet = MessageOnly(deterministic_errors())
+    loggers = [logging.getLogger(name) for name in PREFECT_RUN_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
 def run_retrain(config: RetrainConfig) -> RunSummary:
     """Run `retrain` on the current Prefect API (the ephemeral server when none is set)."""
     from flows.retrain import retrain_flow
 
-    state = retrain_flow(config, return_state=True)
+    with tracebacks_for_unexpected_errors_only():
+        state = retrain_flow(config, return_state=True)
     run_id = state.state_details.flow_run_id
     stages = stage_states(run_id) if run_id else []
     if state.is_completed():

@@ -45,6 +45,7 @@ from tasks.catalog_csv import (
     parse_table,
     read_bytes,
 )
+from tasks.expectations import DERIVED_FROM, poster_url_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ ID_RE = re.compile(r"\d{1,18}")
 
 
 def _gx_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """The columns the suite checks: raw text, plus the parsed id and score."""
+    """The columns the suite checks: raw text, plus the parsed id, poster URL and score."""
     cols = ["imdb_id", "genre", "poster_url"] + (["score"] if "score" in rows.columns else [])
     frame = rows[cols].copy()
     frame["imdb_id_value"] = pd.Series(
@@ -213,6 +214,7 @@ def _gx_frame(rows: pd.DataFrame) -> pd.DataFrame:
         index=frame.index,
         dtype=object,
     )
+    frame["poster_url_scheme"] = frame["poster_url"].map(poster_url_scheme, na_action="ignore")
     if "score" in frame.columns:
         frame["score_value"] = pd.to_numeric(frame["score"], errors="coerce")
     return frame
@@ -394,7 +396,7 @@ def validate_catalog(
         outcome = validate_rows(frame, config.known_genres, os.path.join(tmp, "data_docs"))
         docs_index = _write_data_docs(os.path.join(tmp, "data_docs"), out)
     reason_columns = {
-        e["reject_reason"]: e["column"].removesuffix("_value") for e in outcome.expectations
+        e["reject_reason"]: DERIVED_FROM.get(e["column"], e["column"]) for e in outcome.expectations
     }
     invalid = _invalid_rejects(
         table, frame, outcome.failures, reason_columns, set(config.known_genres)

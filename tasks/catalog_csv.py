@@ -1,12 +1,16 @@
 """Reading MovieGenre.csv as shipped: bytes -> text -> CSV records -> a `SourceTable`.
 
-The encoding is UTF-8 with or without BOM, else ISO-8859-1 (the original's encoding).
-Records keep their raw text and first line number (CRLF, quoted commas and newlines);
-headers match the catalog's column names ignoring case, spaces and underscores, and an
-unnamed first column (a pandas index written to CSV) is kept as `source_index`. Records
-whose shape does not match the header (wrong field count, a last line cut mid-row) become
-structural reject rows here; everything else about a row is judged by the stage
-(`tasks.catalog`).
+Only a file that is not text at all (a UTF-16/32 byte order mark, or control bytes making
+up a binary share of its start) is unreadable. The encoding is UTF-8 with or without BOM,
+else ISO-8859-1 (the original's encoding); a file that is UTF-8 but for a few lines keeps
+UTF-8 and those lines' undecodable bytes reject their row. Records keep their raw text and
+first line number (CRLF, quoted commas and newlines); headers match the catalog's column
+names ignoring case, spaces and underscores, and an unnamed first column (a pandas index
+written to CSV) is kept as `source_index`. Records that cannot be taken as a row become
+structural reject rows here, one reason each: a shape that does not match the header
+(`wrong_field_count`, `truncated_row`), bytes that do not decode (`undecodable_text`), a
+control character such as NUL (`control_character`) or a field over `FIELD_MAX_CHARS`
+(`field_too_large`). Everything else about a row is judged by the stage (`tasks.catalog`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import csv
 import io
 import os
 import re
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,16 @@ from storage import fs
 REQUIRED_COLUMNS = {"imdbId": "imdb_id", "Genre": "genre", "Poster": "poster_url"}
 OPTIONAL_COLUMNS = {"Imdb Link": "imdb_link", "Title": "title", "IMDB Score": "score"}
 INDEX_COLUMN = "source_index"  # an unnamed first column (a pandas index written to CSV)
+
+# No field of MovieGenre.csv comes near 1,000 characters (the longest, a poster URL, ~200):
+# a longer one is a damaged row, and rejects.parquet keeps only its first FIELD_MAX_CHARS.
+FIELD_MAX_CHARS = 10_000
+SNIFF_BYTES = 65536  # how much of the file the text-or-binary test reads
+BINARY_SHARE = 0.05  # control bytes in text are rare; in binary data ~11% of random bytes
+CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\f")
+# Lone surrogates stand for bytes that did not decode (errors="surrogateescape").
+UNDECODED = re.compile(r"[\udc80-\udcff]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # tab and line breaks are text
 
 
 class CatalogReadError(Exception):
@@ -61,41 +77,94 @@ def read_bytes(csv_path: str | os.PathLike[str]) -> bytes:
         raise CatalogReadError(f"cannot read {csv_path}: {exc}") from exc
 
 
+def not_text_reason(data: bytes) -> str | None:
+    """Why `data` is not a text file at all (UTF-16/32, binary), or None for text."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "it is UTF-32 text (byte order mark): save it as UTF-8"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "it is UTF-16 text (byte order mark): save it as UTF-8"
+    sample = data[:SNIFF_BYTES]
+    controls = len(sample) - len(sample.translate(None, CONTROL_BYTES))
+    if not sample or controls < BINARY_SHARE * len(sample):
+        return None
+    if sample[1::2].count(0) > 0.4 * len(sample) or sample[::2].count(0) > 0.4 * len(sample):
+        return "every other byte is NUL: UTF-16 text without byte order mark? save it as UTF-8"
+    return f"{controls / len(sample):.0%} of its first {len(sample)} bytes are control bytes"
+
+
 def decode_text(data: bytes) -> tuple[str, str]:
-    """(text, encoding): UTF-8 (BOM stripped) when it decodes strictly, else ISO-8859-1."""
-    if b"\x00" in data[:65536]:
-        raise CatalogReadError("expected a CSV text file, found NUL bytes (binary or UTF-16?)")
+    """(text, encoding): UTF-8 (BOM stripped) unless most non-ASCII lines say ISO-8859-1.
+
+    In UTF-8 text, bytes that do not decode become lone surrogates (`surrogateescape`),
+    which reject their row; CatalogReadError when the data is not text at all.
+    """
+    reason = not_text_reason(data)
+    if reason is not None:
+        raise CatalogReadError(f"expected a CSV text file, but {reason}")
     if data.startswith(codecs.BOM_UTF8):
-        try:
-            return data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig"
-        except UnicodeDecodeError as exc:
-            raise CatalogReadError(f"file starts with a UTF-8 BOM but is not UTF-8: {exc}") from exc
+        return data[len(codecs.BOM_UTF8) :].decode("utf-8", "surrogateescape"), "utf-8-sig"
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        return data.decode("iso-8859-1"), "iso-8859-1"
+        pass
+    if mostly_utf8(data):
+        return data.decode("utf-8", "surrogateescape"), "utf-8"
+    return data.decode("iso-8859-1"), "iso-8859-1"
+
+
+def mostly_utf8(data: bytes) -> bool:
+    """True when more non-ASCII lines decode as UTF-8 than do not (a few damaged lines)."""
+    valid = invalid = 0
+    for line in data.splitlines():
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+            valid += 1
+        except UnicodeDecodeError:
+            invalid += 1
+    return valid > invalid
 
 
 LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")  # physical lines, ends kept
 
 
+_CSV_LIMIT = threading.Lock()
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Raise the csv module's (process-wide) field size limit while one parse runs.
+
+    Oversized fields are judged per row (`field_too_large`), so the reader must not stop
+    at its own 128 KiB limit; the lock keeps two parses from restoring each other's limit.
+    """
+    with _CSV_LIMIT:
+        previous = csv.field_size_limit(max(limit, csv.field_size_limit()))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
 def iter_records(text: str) -> Iterator[tuple[list[str], str, int]]:
     """(fields, raw record text, first line number) per CSV record; quoted newlines allowed."""
     lines = LINE.findall(text)
-    reader = csv.reader(lines)
-    start = 0
-    try:
+    with _csv_field_limit(len(text) + 1):
+        records = []
+        reader = csv.reader(lines)
+        start = 0
         for fields in reader:
-            yield fields, "".join(lines[start : reader.line_num]), start + 1
+            records.append((fields, "".join(lines[start : reader.line_num]), start + 1))
             start = reader.line_num
-    except csv.Error as exc:  # e.g. an open quote swallowing more than the field size limit
-        raise CatalogReadError(f"CSV record starting at line {start + 1}: {exc}") from exc
+    yield from records
 
 
 def ends_inside_quotes(raw: str) -> bool:
     """True when a record's text stops inside a quoted field (a file cut mid-field)."""
     try:
-        list(csv.reader(io.StringIO(raw, newline=""), strict=True))
+        with _csv_field_limit(len(raw) + 1):
+            list(csv.reader(io.StringIO(raw, newline=""), strict=True))
     except csv.Error as exc:
         return "unexpected end of data" in str(exc)
     return False
@@ -135,7 +204,7 @@ def parse_table(text: str) -> SourceTable:
     records = list(iter_records(text))
     if not records or not any(f.strip() for f in records[0][0]):
         raise CatalogReadError("expected a header line (imdbId,...,Genre,Poster), found none")
-    header = records[0][0]
+    header = [stored_text(name) for name in records[0][0]]
     columns = normalize_header(header)
     cut_at_end = not text.endswith(("\n", "\r"))
     sound: list[list[str | None]] = []
@@ -161,6 +230,8 @@ def parse_table(text: str) -> SourceTable:
         elif len(fields) != len(columns):
             detail = f"{len(fields)} fields where the header has {len(columns)}"
             structural.append(_structural(row, line, columns, fields, "wrong_field_count", detail))
+        elif (fault := text_fault(columns, fields)) is not None:
+            structural.append(_structural(row, line, columns, fields, *fault))
         else:
             numbers.append(row)
             sound.append([f.strip() or None for f in fields])
@@ -170,12 +241,43 @@ def parse_table(text: str) -> SourceTable:
     return SourceTable(header, columns, frame, lines, structural, row, blank)
 
 
+def text_fault(columns: list[str], fields: list[str]) -> tuple[str, str] | None:
+    """(reason, detail) for the first field whose text cannot be trusted, else None."""
+    for column, value in zip(columns, fields, strict=True):
+        if bad := UNDECODED.search(value):
+            byte = stored_text(bad.group())
+            return "undecodable_text", (
+                f"{column} has bytes that are not UTF-8 ({byte} at character {bad.start()}), "
+                "in a file that is UTF-8 elsewhere"
+            )
+        if bad := CONTROL.search(value):
+            return "control_character", (
+                f"{column} contains the control character U+{ord(bad.group()):04X} "
+                f"at character {bad.start()}"
+            )
+        if len(value) > FIELD_MAX_CHARS:
+            return "field_too_large", (
+                f"{column} has {len(value):,} characters, over the {FIELD_MAX_CHARS:,} "
+                f"cap (kept: the first {FIELD_MAX_CHARS:,})"
+            )
+    return None
+
+
+def stored_text(value: str) -> str:
+    """Field text as a reject row keeps it: undecoded bytes as \\xNN, at most the cap."""
+    value = value[:FIELD_MAX_CHARS]
+    if UNDECODED.search(value):
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
 def _structural(
     row: int, line: int, columns: list[str], fields: list[str], reason: str, detail: str
 ) -> dict[str, Any]:
-    """A reject row for a record whose shape does not match the header."""
+    """A reject row for a record that cannot be taken as a row (shape or text)."""
+    kept = [stored_text(f) for f in fields]
     values: dict[str, Any] = {
-        c: ((fields[i].strip() or None) if i < len(fields) else None) for i, c in enumerate(columns)
+        c: ((kept[i].strip() or None) if i < len(kept) else None) for i, c in enumerate(columns)
     }
     return {
         "row_number": row,
@@ -183,5 +285,5 @@ def _structural(
         "reasons": [reason],
         "detail": f"{reason}: {detail}",
         **values,
-        "extra_fields": fields[len(columns) :] or None,
+        "extra_fields": kept[len(columns) :] or None,
     }

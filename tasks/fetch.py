@@ -699,5 +699,5 @@ def _fetch_under_lease(
         raise StoreWriteError(str(stopped), result) from stopped
     if chunk is None:
         store_write(store_root, store.compact_index, lease)
-    log.info("fetch %s done: %s", run_id, summary["outcomes"])
+    log.info("fetch %s done: %s", run_id, {k: n for k, n in summary["outcomes"].items() if n})
     return result

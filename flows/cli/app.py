@@ -3,6 +3,9 @@
 Commands are registered here, so this file is the CLI's table of contents. Exit codes:
 0 success, 1 the input was read but failed a check (or the store cannot be written),
 2 unreadable input, 3 another run holds the store's lease.
+
+Quiet by default, loud with `-v` (`quiet.py`): the root options set the log levels of
+TensorFlow's C++ side and of absl before any command runs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import pipeline, stages
+from flows.cli import pipeline, quiet, stages
 from flows.cli.registry import registry_app
 from flows.cli.store import store_app
 
@@ -33,11 +36,14 @@ def configure_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet.configure(verbose)
 
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging, TensorFlow's native logs and absl warnings."
+    )] = False,
 ) -> None:
     configure_logging(verbose)
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from flows.cli import quiet
 from flows.cli.output import console, fail, print_run
 
 
@@ -22,7 +23,6 @@ def _prefect_entrypoint_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def run_command(
@@ -49,6 +49,7 @@ def run_command(
     except ValidationError as exc:
         fail("invalid config:", exc, code=1)
     _prefect_entrypoint_env()
+    quiet.start_tensorflow()
     from flows.runs import run_retrain
 
     summary = run_retrain(settings)
@@ -70,6 +71,7 @@ def demo_command(
 ) -> None:
     """The main job: generate demo posters, serve them, run retrain, register a model."""
     _prefect_entrypoint_env()
+    quiet.start_tensorflow()
     from flows.demo import run_demo
     from tasks.backbone import BackboneUnavailableError
 
@@ -78,7 +80,7 @@ def demo_command(
     except BackboneUnavailableError as exc:
         fail("backbone:", exc, code=2)
     for note in outcome.notes:
-        console.print(f"[yellow]{note}[/yellow]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)  # wrapped: a long note
     print_run(outcome.summary.as_dict(), as_json)
     if outcome.summary.error is not None:
         fail(f"demo {outcome.summary.state}:", outcome.summary.error, code=1)

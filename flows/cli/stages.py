@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from flows.cli import quiet
 from flows.cli.options import given, model_default
 from flows.cli.output import catalog_report, console, echo_json, fail, progress_bar
 
@@ -233,6 +234,7 @@ def train_command(
     Exit 1 when the run folder already holds a model, 2 when the dataset or backbone cannot
     be read.
     """
+    quiet.start_tensorflow()
     from pydantic import ValidationError
     from rich.progress import TaskID
 
@@ -278,6 +280,7 @@ def predict_command(
     """Predict poster genres with an exported model: JSON lines (file, genres, probabilities)."""
     import json
 
+    quiet.start_tensorflow()
     from tasks.export import predict_files
 
     try:

@@ -94,8 +94,12 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
 
 
 def _run_env(tmp_path: Path) -> dict[str, str]:
-    """A `posterflow run` environment with its own Prefect home (ephemeral server, caches)."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    """A `posterflow run` environment with its own Prefect home (ephemeral server, caches).
+
+    TF_CPP_MIN_LOG_LEVEL is left for the CLI to set, as for a user.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "TF_CPP_MIN_LOG_LEVEL")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     return env
@@ -139,3 +143,36 @@ def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, st
         assert stage_state(stages, unfinished) == {"Completed"}, (unfinished, stages)
     assert summary["version"] == 1
     assert sorted(p.name for p in data_root.glob("registry/posterflow/[0-9]*")) == ["1"]
+    assert_quiet(log.read_text())
+
+
+def assert_quiet(output: str) -> None:
+    """What a person reads: no TensorFlow native lines, no walls, no tracebacks."""
+    for line in output.splitlines():
+        assert not any(tag in line for tag in ("E0000", "W0000", "I0000")), line
+        assert len(line) <= 300, line
+    assert "Traceback" not in output, output[-3000:]
+
+
+def test_a_failed_catalog_check_is_one_line_and_a_failed_flow_run(
+    served_demo, standin_backbone, harness, tmp_path
+):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    data = tiny_config_data(served_demo.csv_path, tmp_path / "data", standin_backbone)
+    data["catalog"]["min_genre_count"] = 10_000  # no genre reaches it: deterministic
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump(data))
+    env = {**_run_env(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
+        env=env, capture_output=True, text=True, timeout=KILL_WAIT_S, check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert_quiet(proc.stderr)
+    (clear,) = [line for line in proc.stderr.splitlines() if line.startswith("retrain Failed:")]
+    assert "no genre is carried by >= 10000 of the" in clear
+    summary = json.loads(proc.stdout)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(summary["flow_run_id"]).state.is_failed()
+    assert stage_state(summary["stages"], "validate-catalog") == {"Failed"}

@@ -96,3 +96,21 @@ def test_truncated_real_sample_accounts_for_every_row(shared_dir: Path, tmp_path
     assert summary["rows_read"] == 517 == summary["accepted"] + summary["rejected"]
     rejects = pd.read_parquet(tmp_path / "x" / "rejects.parquet").set_index("row_number")
     assert list(rejects.loc[517, "reasons"]) == ["truncated_row"]
+
+
+def test_one_nul_in_a_title_rejects_that_row_and_exits_0(tmp_path: Path) -> None:
+    src = tmp_path / "MovieGenre.csv"
+    src.write_text(HEADER + rows(40) + '41,,"Bad\x00Title",7.1,Drama,' + POSTER + "\n")
+    proc = posterflow("validate", src, "--out", tmp_path / "out", "--min-genre-count", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "control_character 1" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["rows_read"], summary["accepted"], summary["rejected"]) == (41, 40, 1)
+
+
+def test_utf16_input_exits_2_naming_the_encoding(tmp_path: Path) -> None:
+    src = tmp_path / "MovieGenre.csv"
+    src.write_bytes((HEADER + rows(3)).encode("utf-16"))
+    proc = posterflow("validate", src, "--out", tmp_path / "out")
+    assert proc.returncode == 2
+    assert "UTF-16 text (byte order mark): save it as UTF-8" in proc.stderr

@@ -258,3 +258,99 @@ def test_real_samples_decode_titles(samples: dict[str, Path]) -> None:
     cut = load_rejects(samples["MovieGenre_head517_truncated.csv"]).set_index("row_number")
     assert cut.loc[517, "reasons"] == ["truncated_row"]
     assert cut.loc[517, "title"] == "Robin Hood: Men in Tights (1993)"
+
+
+# --- row-level faults in the text, and the URLs fetch accepts --------------------------------
+
+
+def write_defects(path: Path) -> dict[int, list[str] | None]:
+    """Good UTF-8 rows around a NUL, a 5 MB field, bytes that are not UTF-8, odd URLs."""
+    rows: dict[int, tuple[str, list[str] | None]] = {
+        1: (line(1, "201", title="Amélie (2001)"), None),
+        2: (line(2, "202", title="Bad\x00Title"), ["control_character"]),
+        3: (line(3, "203", title="y" * 5_000_000), ["field_too_large"]),
+        4: (line(4, "204", title="DAMAGED"), ["undecodable_text"]),
+        5: (line(5, "205", poster="HTTP://Example.COM/p/205.jpg"), None),
+        6: (line(6, "206", poster="http://[::1]:8080/206.jpg"), None),
+        7: (line(7, "207", poster="http://[::1:8080/207.jpg"), ["bad_poster_url"]),
+        8: (line(8, "208", poster="http://images.example.com/2 08.jpg"), ["bad_poster_url"]),
+        9: (line(9, "209", title="Pelé (2016)"), None),
+    }
+    data = "\n".join([HEADER, *(src for src, _ in rows.values()), ""]).encode("utf-8")
+    path.write_bytes(data.replace(b"DAMAGED", b"Dam\xe9ged"))
+    return {r: reasons for r, (_, reasons) in rows.items()}
+
+
+def test_row_level_faults_reject_only_their_row(tmp_path: Path) -> None:
+    expected = write_defects(tmp_path / "MovieGenre.csv")
+    config = CatalogConfig(min_genre_count=1, reject_tolerance=0.6)
+    result = validate_catalog(tmp_path / "MovieGenre.csv", tmp_path / "out", config).check()
+    summary, rejects = result.summary, load_rejects(tmp_path / "out").set_index("row_number")
+    assert summary["rows_read"] == len(expected) == summary["accepted"] + summary["rejected"]
+    assert summary["encoding"] == "utf-8"
+    assert {r: rejects.at[r, "reasons"] for r in rejects.index} == {
+        r: reasons for r, reasons in expected.items() if reasons
+    }
+    assert summary["by_reason"] == {
+        "bad_poster_url": 2, "control_character": 1, "field_too_large": 1, "undecodable_text": 1,
+    }
+    assert rejects.at[4, "title"] == "Dam\\xe9ged"
+    assert len(rejects.at[3, "title"]) == 10_000
+    catalog = load_catalog(tmp_path / "out").set_index("row_number")
+    assert catalog.at[1, "title"] == "Amélie (2001)"
+    assert catalog.at[5, "poster_url"] == "HTTP://Example.COM/p/205.jpg"  # kept as written
+    assert catalog.at[6, "poster_url"] == "http://[::1]:8080/206.jpg"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTP://Example.com/x.jpg",
+        "hTTpS://example.com/x.jpg",
+        "http://[::1]:8080/x.jpg",
+        "http://[2001:db8::1]/x.jpg",
+        "http://127.0.0.1:8799/x.jpg",
+        POSTER,
+    ],
+)
+def test_catalog_accepts_what_fetch_accepts(url: str) -> None:
+    from yarl import URL
+
+    from tasks.expectations import FETCHABLE_SCHEMES, poster_url_scheme
+    from tasks.fetch import AddressPolicy, check_url
+
+    assert poster_url_scheme(url) in FETCHABLE_SCHEMES
+    check_url(URL(url), AddressPolicy.from_allow_list(["0.0.0.0/0", "::/0"]))  # no Rejected
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x.jpg", "//example.com/x.jpg", "http:///x.jpg",
+            "http://[::1/x.jpg", "http://example.com:99999/x.jpg", "example.com/x.jpg",
+            "javascript:alert(1)", "http://exa mple.com/x.jpg"],
+)
+def test_catalog_refuses_urls_fetch_cannot_fetch(url: str) -> None:
+    from tasks.expectations import FETCHABLE_SCHEMES, poster_url_scheme
+
+    assert poster_url_scheme(url) not in FETCHABLE_SCHEMES
+
+
+@pytest.mark.shared_data
+def test_real_sample_with_a_nul_and_a_damaged_byte_loses_only_those_rows(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    name = "MovieGenre_1500_random_rows.csv"
+    data = (shared_dir / "data" / "moviegenre-raw" / name).read_bytes()
+    lines = data.split(b"\n")
+    lines[10] = lines[10].replace(b",", b",\x00", 1)  # a NUL at the start of row 10's 2nd field
+    lines[20] = lines[20].replace(b",", b",\xff", 1)  # a byte that is never UTF-8
+    (tmp_path / name).write_bytes(b"\n".join(lines))
+    result = validate_catalog(tmp_path / name, tmp_path / "out", SEED_FRACTION)
+    summary = result.check().summary
+    read, accepted, by_reason = SAMPLES[name]
+    assert summary["encoding"] == "utf-8" and summary["rows_read"] == read
+    assert summary["accepted"] + summary["rejected"] == read
+    assert summary["by_reason"] == {**by_reason, "control_character": 1, "undecodable_text": 1}
+    assert accepted - 2 <= summary["accepted"] < accepted
+    rejects = load_rejects(tmp_path / "out").set_index("row_number")
+    assert rejects.at[10, "reasons"] == ["control_character"]
+    assert rejects.at[20, "reasons"] == ["undecodable_text"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import hashlib
 
 import pandas as pd
@@ -18,6 +19,7 @@ from tasks.catalog import (
     split_of,
 )
 from tasks.catalog_csv import (
+    FIELD_MAX_CHARS,
     CatalogReadError,
     CatalogSchemaError,
     decode_text,
@@ -42,11 +44,60 @@ def test_decode_text_prefers_utf8_strips_bom_and_falls_back_to_latin1() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "imdbId,Genre".encode("utf-16")]
+    ("data", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "are control bytes"),
+        (gzip.compress(f"{HEADER}\n{row(1)}\n".encode() * 50), "are control bytes"),
+        (f"{HEADER}\n".encode("utf-16"), "UTF-16 text \\(byte order mark\\)"),
+        (f"{HEADER}\n".encode("utf-16-le"), "every other byte is NUL"),
+        (f"{HEADER}\n".encode("utf-32"), "UTF-32"),
+    ],
 )
-def test_decode_text_refuses_binary(data: bytes) -> None:
-    with pytest.raises(CatalogReadError, match="NUL bytes"):
+def test_decode_text_refuses_only_what_is_not_text(data: bytes, message: str) -> None:
+    with pytest.raises(CatalogReadError, match=message):
         decode_text(data)
+
+
+def test_a_text_file_with_a_nul_decodes_and_the_row_is_rejected_alone() -> None:
+    data = "\n".join([HEADER, row(1), row(2, title="Bad\x00Title"), row(3), ""]).encode()
+    text, encoding = decode_text(data)
+    table = parse_table(text)
+    assert encoding == "utf-8" and table.rows_read == 3
+    assert list(table.rows.index) == [1, 3]
+    (reject,) = table.structural
+    assert reject["reasons"] == ["control_character"] and reject["row_number"] == 2
+    assert "title contains the control character U+0000" in reject["detail"]
+
+
+def test_utf8_with_one_damaged_line_stays_utf8_and_rejects_that_row() -> None:
+    good = [row(i, title="Amélie (2001)") for i in (1, 2, 3)]
+    data = "\n".join([HEADER, *good, ""]).encode() + row(4).encode() + b"\n"
+    damaged = data.replace(b"Movie (2001)", b"Movie \xe9\xff (2001)")
+    for prefix, encoding in [(b"", "utf-8"), (codecs.BOM_UTF8, "utf-8-sig")]:
+        text, found = decode_text(prefix + damaged)
+        table = parse_table(text)
+        assert found == encoding and list(table.rows.index) == [1, 2, 3]
+        assert table.rows.loc[1, "title"] == "Amélie (2001)"
+        (reject,) = table.structural
+        assert reject["reasons"] == ["undecodable_text"] and reject["row_number"] == 4
+        assert reject["title"] == "A Movie \\xe9\\xff (2001)"  # bytes kept, readable
+        assert "title has bytes that are not UTF-8 (\\xe9 at character 8)" in reject["detail"]
+
+
+def test_a_latin1_file_is_not_mistaken_for_damaged_utf8() -> None:
+    text = "\n".join([HEADER, *(row(i, title="Amélie (2001)") for i in (1, 2)), ""])
+    data = text.encode("iso-8859-1").replace(b"Am\xe9lie", b"Am\xc3\xa9lie", 1)  # one look-alike
+    assert decode_text(data)[1] == "iso-8859-1"
+
+
+def test_an_oversized_field_rejects_its_row_and_is_kept_clipped() -> None:
+    huge = "x" * 5_000_000
+    table = parse_table(f"{HEADER}\n{row(1)}\n{row(2, title=huge)}\n{row(3)}\n")
+    assert table.rows_read == 3 and list(table.rows.index) == [1, 3]
+    (reject,) = table.structural
+    assert reject["reasons"] == ["field_too_large"]
+    assert f"title has 5,000,000 characters, over the {FIELD_MAX_CHARS:,} cap" in reject["detail"]
+    assert len(reject["title"]) == FIELD_MAX_CHARS
 
 
 def test_iter_records_keeps_raw_text_and_start_lines_across_crlf_and_quoted_newlines() -> None:
@@ -209,7 +260,10 @@ def test_parse_table_reads_a_literal_quote_inside_an_unquoted_last_field() -> No
     assert table.rows.loc[2, "poster_url"] == 'http://a/12"x.jpg'
 
 
-def test_an_open_quote_swallowing_the_file_is_unreadable_with_its_line() -> None:
+def test_an_open_quote_swallowing_the_file_is_one_truncated_row() -> None:
     text = f'{HEADER}\n{row(11)}\n12,,"Title\n' + "x" * 200_000 + "\n"
-    with pytest.raises(CatalogReadError, match="line 3: field larger than field limit"):
-        parse_table(text)
+    table = parse_table(text)
+    assert table.rows_read == 2 and list(table.rows.index) == [1]
+    (reject,) = table.structural
+    assert reject["reasons"] == ["truncated_row"] and reject["line_number"] == 3
+    assert "inside a quoted field" in reject["detail"]
