@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.cli.options import ModelDefault, given
 from flows.cli.output import fail
-from flows.cli.stages import Distribution, Loss
+from flows.cli.stages import Distribution, Loss, Recipe
 from tasks.model import LossName
 from tasks.train import TrainConfig
 
@@ -49,6 +49,7 @@ def test_help_shows_the_models_defaults() -> None:
 def test_choices_are_the_models() -> None:
     assert get_args(Loss) == get_args(LossName)
     assert get_args(Distribution) == get_args(TrainConfig.model_fields["distribution"].annotation)
+    assert get_args(Recipe) == get_args(TrainConfig.model_fields["recipe"].annotation)
 
 
 def test_given_leaves_out_what_was_not_given() -> None:
