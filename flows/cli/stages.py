@@ -206,23 +206,23 @@ def train_command(
         "(the tutorial's method); the options below override it.")] = model_default(
         TRAIN, "recipe"),
     epochs: Annotated[int | None, typer.Option(
-        help="Maximum epochs [default: the recipe's].", min=1)] = None,
+        help="Maximum epochs (default: the recipe's).", min=1)] = None,
     learning_rate: Annotated[float | None, typer.Option(
-        "--lr", help="Adam learning rate [default: the recipe's].")] = None,
+        "--lr", help="Adam learning rate (default: the recipe's).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         help="Batch size.", min=1)] = model_default(TRAIN, "batch_size"),
     loss: Annotated[Loss | None, typer.Option(
-        help="Head loss: macro soft-F1, binary cross-entropy or asymmetric loss [default: the "
-        "recipe's].")] = None,
+        help="Head loss: macro soft-F1, binary cross-entropy or asymmetric loss (default: the "
+        "recipe's).")] = None,
     hidden: Annotated[int | None, typer.Option(
-        help="Hidden units (0: linear probe) [default: the recipe's].", min=0)] = None,
+        help="Hidden units (0: linear probe) (default: the recipe's).", min=0)] = None,
     dropout: Annotated[float | None, typer.Option(
-        help="Dropout on the features [default: the recipe's].")] = None,
+        help="Dropout on the features (default: the recipe's).")] = None,
     sweep: Annotated[bool | None, typer.Option(
-        help="Choose head hyperparameters by val macro F1 over a small grid [default: the "
-        "recipe's].")] = None,
+        help="Choose head hyperparameters by val macro F1 over a small grid (default: the "
+        "recipe's).")] = None,
     early_stopping: Annotated[bool | None, typer.Option(
-        help="Stop on val macro F1 and keep the best epoch [default: the recipe's].")] = None,
+        help="Stop on val macro F1 and keep the best epoch (default: the recipe's).")] = None,
     fine_tune_blocks: Annotated[int | None, typer.Option(
         help="Then fine-tune the top N backbone blocks end to end (0: off).",
         min=0)] = model_default(TRAIN, "fine_tune_blocks"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import get_args
 
 import click
@@ -42,7 +43,8 @@ def test_help_shows_the_models_defaults() -> None:
     out = runner.invoke(app, ["shards", "--help"]).output
     assert "[default: 100.0]" in out  # ShardConfig.target_shard_bytes in MB
     out = runner.invoke(app, ["train", "--help"]).output
-    assert "[default: no-sweep]" in out and "[default: early-stopping]" in out
+    assert re.search(r"--recipe\b.*\[default: default\]", out)  # TrainConfig.recipe
+    assert "(default: the recipe's)" in out  # head options: the recipe's head
     assert "mobilenet_v2_100_224/feature_vector/4]" in out
 
 
