@@ -1,11 +1,14 @@
 """Train the genre head on cached backbone features; select, fine-tune, evaluate and export.
 
 The seed trained a frozen MobileNetV2 + head end to end on decoded images for 30 epochs, so
-the backbone ran 30 times per poster. Here the backbone runs once per poster (`tasks.embed`,
-cached by sha256), and epochs run on 1280-d features: with no augmentation this is the same
-computation (tests/unit/test_train.py proves equal losses). Model selection uses the val
-split only: early stopping on whole-split val macro F1 (best weights restored) and an
-optional sweep over head hyperparameters. The test split is scored once, for the report.
+the backbone ran 30 times per poster. Here the backbone runs once per poster and view
+(`tasks.embed`, cached by sha256 + backbone + view), and epochs run on 1280-d features: with
+no augmentation this is the same computation (tests/unit/test_train.py proves equal losses).
+The default recipe averages the features of three views of each poster (`tasks.images`) and
+trains a faster, regularised head; `recipe="seed"` is the tutorial's method. Model selection
+uses the val split only: early stopping on whole-split val macro F1 (best weights restored),
+an optional sweep over head hyperparameters and an optional ensemble of the best heads. The
+test split is scored once, for the report.
 
 Fine-tune mode (`fine_tune_blocks` > 0) follows the usual transfer-learning recipe: the head
 is first trained on cached features as above, then the top N MobileNetV2 blocks and the head
