@@ -149,7 +149,7 @@ def export_model(
     lineage: dict,
     image_size: int = IMAGE_SIZE,
     views: Sequence[View] = ("full",),
-    combine: Combine = "concat",
+    combine: Combine = "mean",
 ) -> Path:
     """Write backbone + head + signatures + assets as one SavedModel, staged then renamed."""
     import tensorflow as tf
