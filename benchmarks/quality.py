@@ -54,15 +54,16 @@ def rows() -> dict[str, dict[str, Any]]:
             **lever, "head": HeadParams()},
         "main's --sweep (8 heads: lr x hidden x dropout)": {
             **lever, "sweep": True, "sweep_learning_rates": [1e-4, 1e-3],
-            "sweep_hidden": [256, 1024], "sweep_dropout": [0.0, 0.5]},
+            "sweep_hidden": [256, 1024], "sweep_dropout": [0.0, 0.5],
+            "sweep_losses": ["soft_f1"]},
         "lever head (lr 1e-3, 1024, dropout 0.5, early stop)": lever,
         "+ weight decay 0.05 (AdamW)": {
             **lever, "head": head.model_copy(update={"weight_decay": 0.05})},
         "+ views full+flip, mean": {**lever, "views": ["full", "flip"], "combine": "mean"},
         "+ view pad (letterbox) instead of full": {**lever, "views": ["pad"]},
         "+ views full+top+bottom, mean": {**lever, "views": three, "combine": "mean"},
-        "+ views full+top, concat": {**lever, "views": ["full", "top"]},
-        "+ views full+top+bottom, concat": {**lever, "views": three},
+        "+ views full+top, concat": {**lever, "views": ["full", "top"], "combine": "concat"},
+        "+ views full+top+bottom, concat": {**lever, "views": three, "combine": "concat"},
         "+ flip augmentation (feature space)": {**lever, "flip_augment": True},
         "+ loss BCE": {**lever, "head": head.model_copy(update={"loss": "bce"})},
         "+ loss ASL": {**lever, "head": head.model_copy(update={"loss": "asl"})},
@@ -74,7 +75,7 @@ def rows() -> dict[str, dict[str, Any]]:
         "combined: 3 views mean + sweep lr x dropout, 3 best": {
             **lever, "views": three, "combine": "mean", "sweep": True, "ensemble": 3,
             "sweep_learning_rates": [3e-4, 1e-3], "sweep_hidden": [1024],
-            "sweep_dropout": [0.3, 0.6]},
+            "sweep_dropout": [0.3, 0.6], "sweep_losses": ["soft_f1"]},
         "combined: 4 views (+pad) mean": {**lever, "views": [*three, "pad"], "combine": "mean"},
         "default recipe (TrainConfig(): 3 views mean, lever head)": {},
     }
