@@ -43,8 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {"compare_losses": False, "early_stopping": False, "sweep": False,
-             "fine_tune_blocks": 0, "head": {"epochs": 30}},
+    "seed": {"recipe": "seed", "compare_losses": False},  # TrainConfig's seed preset (issue 11)
     "default": {},
 }
 

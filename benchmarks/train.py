@@ -39,7 +39,13 @@ SEED_EPOCHS_FULL = 30
 
 
 def prepare(work: Path) -> tuple[str, str]:
-    """Catalog -> poster store -> dataset, and a 4x replicated copy; reused across runs."""
+    """The dev posters' dataset and a 4x replicated copy; reused across runs."""
+    dataset = prepare_dataset(work)
+    return dataset, replicate(Path(dataset), work / "datasets-4x", 4)
+
+
+def prepare_dataset(work: Path) -> str:
+    """Catalog -> poster store -> dataset of the dev posters (15 genres); reused across runs."""
     import pandas as pd
     from PIL import Image
 
@@ -63,8 +69,7 @@ def prepare(work: Path) -> tuple[str, str]:
                          "format": "jpeg", "fetched_at": now})
         store.append_index(rows)
         (work / "posters" / "filled").touch()
-    dataset = build_dataset(catalog_dir, work / "posters", work / "datasets").path
-    return dataset, replicate(Path(dataset), work / "datasets-4x", 4)
+    return build_dataset(catalog_dir, work / "posters", work / "datasets").path
 
 
 def replicate(dataset: Path, out_root: Path, times: int) -> str:
@@ -190,7 +195,7 @@ def child_select(dataset: str, emb_root: str, out: str) -> dict:
     from tasks.train import TrainConfig, train
 
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root, sweep=True,
-                         sweep_epochs=60, patience=8)
+                         sweep_epochs=60, patience=8, views=["full"], compare_losses=True)
     start = time.perf_counter()
     result = train(dataset, out, config)
     return {"total_s": time.perf_counter() - start, "head": result.params["head"],

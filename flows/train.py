@@ -37,7 +37,8 @@ def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
     embeddings_root = config.train.embeddings_root or storage.path("embeddings")
     train_config = config.train.model_copy(update={"embeddings_root": embeddings_root})
     embed_posters(config.dataset_dir, embeddings_root, train_config.backbone,
-                  train_config.embed_batch_size, train_config.image_size)
+                  train_config.embed_batch_size, train_config.image_size,
+                  train_config.embedded_views())
     trained = train_model(config.dataset_dir, storage.path("runs"), train_config)
     champion = score_champion(registry_root, reg.model_name, config.dataset_dir)
     registration = register_model(trained.model_dir, registry_root, reg.model_name,

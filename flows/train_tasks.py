@@ -19,6 +19,7 @@ from storage.runs import new_run_id
 
 if TYPE_CHECKING:
     from tasks.embed import EmbedResult
+    from tasks.images import View
     from tasks.promotion import Registration
     from tasks.train import TrainConfig, TrainResult
 
@@ -32,12 +33,12 @@ def flow_run_id() -> str | None:
 @task(name="embed-posters", persist_result=True,
       cache_policy=StageCache(stale=missing_outputs(lambda r: [r.cache_dir])))
 def embed_posters(dataset_dir: str, embeddings_root: str, backbone: str, batch_size: int,
-                  image_size: int) -> EmbedResult:
-    """Compute backbone features for the dataset's posters the cache lacks (once per poster)."""
+                  image_size: int, views: list[View]) -> EmbedResult:
+    """Compute backbone features of each view for the posters the cache lacks (once each)."""
     from tasks.embed import embed_dataset
 
-    result = embed_dataset(dataset_dir, embeddings_root, backbone, batch_size=batch_size,
-                           image_size=image_size)
+    result = embed_dataset(dataset_dir, embeddings_root, backbone, views=views,
+                           batch_size=batch_size, image_size=image_size)
     get_run_logger().info("embeddings: %d new, %d reused (%s)", result.embedded, result.reused,
                           result.cache_dir)
     return result

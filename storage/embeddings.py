@@ -1,6 +1,7 @@
-"""The embedding cache: backbone features by (poster sha256, backbone id), as Parquet parts.
+"""The embedding cache: backbone features by (poster sha256, backbone id, view), as Parquet parts.
 
-Layout: `<root>/<backbone_id>/part-<hash>.parquet`, columns `sha256` string and `embedding`
+Layout: `<root>/<backbone_id>/<view>/part-<hash>.parquet` (a view is a crop of the poster,
+`tasks.images.View`), columns `sha256` string and `embedding`
 fixed_size_list<float32>[dim]. Parts are immutable and written atomically; a part is named
 by the hash of its sha256 list, so rewriting the same posters is a no-op. A rerun with a few
 new posters adds one small part. Readers take the union of the parts (first copy of a
@@ -28,12 +29,13 @@ class MissingEmbeddingsError(KeyError):
 
 
 class EmbeddingCache:
-    """Features of one backbone, keyed by poster sha256, under `<root>/<backbone_id>/`."""
+    """Features of one backbone and view by poster sha256, in `<root>/<backbone_id>/<view>/`."""
 
-    def __init__(self, root: str, backbone_id: str) -> None:
+    def __init__(self, root: str, backbone_id: str, view: str = "full") -> None:
         self.root = str(root)
         self.backbone_id = backbone_id
-        self.folder = join(self.root, backbone_id)
+        self.view = view
+        self.folder = join(self.root, backbone_id, view)
         self._fs, self._dir = url_to_fs(self.folder)
 
     def parts(self) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,8 +69,14 @@ def _draw_shape(draw: ImageDraw, shape: str, box: tuple[int, int, int, int],
         raise ValueError(f"unknown shape {shape!r}; expected one of circle, ellipse, ...")
 
 
-def render_poster(genres: list[str], seed: int) -> bytes:
-    """A JPEG poster with one shape per genre on a noisy background."""
+def render_poster(genres: list[str], seed: int,
+                  boxes: Sequence[tuple[int, int, int, int]] | None = None,
+                  quality: int = 90) -> bytes:
+    """A JPEG poster with one shape per genre on a noisy background.
+
+    `boxes` places each genre's shape (x0, y0, x1, y1) instead of at random (the behaviour
+    tests vary one thing at a time); the background and clutter depend on `seed` only.
+    """
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
@@ -81,13 +88,14 @@ def render_poster(genres: list[str], seed: int) -> bytes:
         x, y = rng.randrange(width), rng.randrange(height)
         shade = rng.randint(80, 200)
         draw.line((x, y, rng.randrange(width), rng.randrange(height)), fill=(shade,) * 3, width=2)
-    for genre in genres:
+    for i, genre in enumerate(genres):
         colour, shape = GENRE_STYLES.get(genre, ((255, 255, 255), "rectangle"))
         size = rng.randint(70, 100)
         x0, y0 = rng.randrange(0, width - size), rng.randrange(0, height - size)
-        _draw_shape(draw, shape, (x0, y0, x0 + size, y0 + size), colour)
+        box = boxes[i] if boxes is not None else (x0, y0, x0 + size, y0 + size)
+        _draw_shape(draw, shape, box, colour)
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
+    image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 

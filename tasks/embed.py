@@ -1,39 +1,43 @@
-"""Embed a dataset's posters once per (poster sha256, backbone) into the embedding cache.
+"""Embed a dataset's posters once per (poster sha256, backbone, view) into the embedding cache.
 
 The frozen backbone is the expensive part of training (about 99% of the seed's compute), and
-its output for a poster never changes, so it runs once per poster instead of once per epoch.
-Records stream from the shards, posters already cached (or seen earlier in this run) are
-skipped before decoding, and features are written in parts of `part_size` posters, so memory
-stays flat and a killed run keeps the parts it finished.
+its output for a poster never changes, so it runs once per poster and view instead of once
+per epoch. For each view, records stream from the shards, posters that view's cache already
+holds (or that were seen earlier in this run) are skipped before decoding, and features are
+written in parts of `part_size` posters, so memory stays flat and a killed run keeps the
+parts it finished. Views are embedded one after another: a view added to the recipe later
+costs only its own pass.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from storage.embeddings import EmbeddingCache
+from storage.fs import join
 from tasks.backbone import backbone_id, backbone_layer
-from tasks.images import IMAGE_SIZE, decode_image
+from tasks.images import IMAGE_SIZE, View, decode_pixels, poster_view
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (records done, records in the dataset)
+EmbedProgress = Callable[[int, int], None]  # (records done, records x views to go through)
 
 
 @dataclass(frozen=True)
 class EmbedResult:
-    """Where the features are and how many posters this run embedded."""
+    """Where the features are and how many (poster, view) pairs this run embedded."""
 
-    cache_dir: str
+    cache_dir: str  # <root>/<backbone_id>: one sub-folder per view
     backbone_id: str
     records: int
     embedded: int
     reused: int
+    views: tuple[View, ...] = ("full",)
 
 
 def _new_posters(dataset_dir: str, splits: list[str], known: set[str],
@@ -56,43 +60,48 @@ def embed_dataset(
     embeddings_root: str,
     backbone: str,
     *,
+    views: Sequence[View] = ("full",),
     batch_size: int = 64,
     part_size: int = 4096,
     image_size: int = IMAGE_SIZE,
-    progress: Progress | None = None,
+    progress: EmbedProgress | None = None,
 ) -> EmbedResult:
-    """Compute and cache the features of every poster of the dataset the cache lacks."""
+    """Compute and cache, for each view, the features of every poster its cache lacks."""
     import tensorflow as tf
 
     from storage.datasets import load_dataset_info
 
     info = load_dataset_info(dataset_dir)
     splits = sorted(info.splits)
-    total = int(sum(info.splits.values()))
-    cache = EmbeddingCache(embeddings_root, backbone_id(backbone))
-    known = cache.known()
+    records = int(sum(info.splits.values()))
+    bid = backbone_id(backbone)
     layer = backbone_layer(backbone)
     counter = [0]
 
     def on_record() -> None:
         counter[0] += 1
         if progress is not None:
-            progress(counter[0], total)
+            progress(counter[0], records * len(views))
 
-    images = tf.data.Dataset.from_generator(
-        lambda: _new_posters(dataset_dir, splits, known, on_record),
-        output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string)),
-    ).map(lambda sha, image: (sha, decode_image(image, image_size)),
-          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     embedded = 0
-    for shas, vectors in _parts(images.batch(batch_size).prefetch(2), layer, part_size):
-        cache.write(shas, vectors)
-        embedded += len(shas)
-        log.info("embedded %d new posters so far (%s)", embedded, cache.folder)
-    log.info("%d records, %d posters embedded, %d reused from %s", counter[0], embedded,
-             counter[0] - embedded, cache.folder)
-    return EmbedResult(cache.folder, cache.backbone_id, counter[0], embedded,
-                       counter[0] - embedded)
+    for view in views:
+        cache = EmbeddingCache(embeddings_root, bid, view)
+        known = cache.known()
+        images = tf.data.Dataset.from_generator(
+            lambda known=known: _new_posters(dataset_dir, splits, known, on_record),
+            output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string)),
+        ).map(lambda sha, image, view=view: (sha, poster_view(decode_pixels(image), view,
+                                                              image_size)),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        for shas, vectors in _parts(images.batch(batch_size).prefetch(2), layer, part_size):
+            cache.write(shas, vectors)
+            embedded += len(shas)
+            log.info("embedded %d new (poster, view) pairs so far (%s)", embedded, cache.folder)
+    total = records * len(views)
+    log.info("%d records x %d views, %d embedded, %d reused from %s", records, len(views),
+             embedded, total - embedded, join(embeddings_root, bid))
+    return EmbedResult(join(embeddings_root, bid), bid, records, embedded, total - embedded,
+                       tuple(views))
 
 
 def _parts(batches: Any, layer: Any, part_size: int) -> Iterator[tuple[list[str], np.ndarray]]:

@@ -1,12 +1,15 @@
 """Export the whole model (backbone + head) as a self-contained SavedModel, and predict with it.
 
 The SavedModel serves raw encoded posters: `serving_default(images: string[b])` decodes them
-in the graph with `tasks.images.decode_image` (the very function training used), runs the
-backbone and the head, and applies the per-label thresholds tuned on val. It returns
-`probabilities` float32 [b, n] and `genres` string [b, n]: the predicted genre names, most
-probable first, padded with "". `serving_images(images: float32[b, size, size, 3])` does the
-same from decoded pixels in [0, 1]. Labels, thresholds, metrics and lineage ship inside as
-assets, so the folder alone (with only TensorFlow installed) is enough to serve or audit it.
+in the graph and cuts the recipe's views with `tasks.images` (the very functions embedding
+used), runs the backbone on every view, combines the views' features as training did
+(`tasks.model.combine_views`), runs the head (or the ensemble of heads) and applies the
+per-label thresholds tuned on val. It returns `probabilities` float32 [b, n] and `genres`
+string [b, n]: the predicted genre names, most probable first, padded with "".
+`serving_images(images: float32[b, h, w, 3])` does the same from decoded posters in [0, 1]
+(one size per batch; the views are cut from them). Labels, thresholds, metrics and lineage
+ship inside as assets, so the folder alone (with only TensorFlow installed) is enough to serve
+or audit it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from storage.fs import atomic_write_json, join, read_json, staged_dir, url_to_fs
-from tasks.images import IMAGE_SIZE, decode_image
+from tasks.images import IMAGE_SIZE, View, decode_pixels, poster_view
+from tasks.model import Combine, combine_views
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -55,22 +59,35 @@ def full_thresholds(labels: Sequence[str], thresholds: Mapping[str, float]) -> d
     return {name: float(thresholds.get(name, UNTUNED_THRESHOLD)) for name in labels}
 
 
-def image_model(
-    backbone_handle: str, head: tf_keras.Model, image_size: int = IMAGE_SIZE
-) -> tf_keras.Model:
-    """Images -> probabilities: the frozen backbone then the head.
+class PosterModel:
+    """Views of decoded posters -> probabilities: the frozen backbone on each view, then the head.
 
-    A head that already takes images (fine-tune mode, backbone inside) is used as it is.
+    A head that already takes images (fine-tune mode, backbone inside, full view only) is
+    applied to the view as it is.
     """
-    import tf_keras
 
-    from tasks.backbone import backbone_layer
+    def __init__(self, backbone_handle: str, head: tf_keras.Model, views: Sequence[View],
+                 combine: Combine, image_size: int = IMAGE_SIZE) -> None:
+        from tasks.backbone import backbone_layer
 
-    if len(head.inputs[0].shape) == 4:
-        return head
-    images = tf_keras.Input((image_size, image_size, 3), name="images")
-    features = backbone_layer(backbone_handle, trainable=False)(images, training=False)
-    return tf_keras.Model(images, head(features, training=False), name="poster_genres")
+        self.head, self.views, self.combine = head, list(views), combine
+        self.image_size = image_size
+        self.takes_images = len(head.inputs[0].shape) == 4
+        if self.takes_images and self.views != ["full"]:
+            raise ValueError("a head that takes images serves the full view only")
+        self.backbone = None if self.takes_images else backbone_layer(backbone_handle)
+
+    def __call__(self, view_pixels: tf.Tensor) -> tf.Tensor:
+        """float32 [b, views, size, size, 3] in [0, 1] -> probabilities [b, labels]."""
+        import tensorflow as tf
+
+        size = self.image_size
+        if self.takes_images:
+            return self.head(view_pixels[:, 0], training=False)
+        flat = tf.reshape(view_pixels, [-1, size, size, 3])
+        features = self.backbone(flat, training=False)
+        stacked = tf.reshape(features, [-1, len(self.views), features.shape[-1]])
+        return self.head(combine_views(stacked, self.combine), training=False)
 
 
 def predicted_genres(probs: tf.Tensor, thresholds: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -85,29 +102,37 @@ def predicted_genres(probs: tf.Tensor, thresholds: tf.Tensor, labels: tf.Tensor)
 
 
 def serving_module(
-    model: tf_keras.Model, labels: Sequence[str], thresholds: Sequence[float], image_size: int,
+    model: PosterModel, labels: Sequence[str], thresholds: Sequence[float],
     asset_paths: Sequence[str],
 ) -> tf.Module:
     """The tf.Module that is saved: the model, its assets and the two serving signatures."""
     import tensorflow as tf
 
     module = tf.Module()
-    module.model = model
+    module.head, module.backbone = model.head, model.backbone
     module.assets = [tf.saved_model.Asset(p) for p in asset_paths]
     label_names = tf.constant(list(labels), tf.string)
     cutoffs = tf.constant(list(thresholds), tf.float32)
-    pixels = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+    size = model.image_size
+    views_spec = tf.TensorSpec([len(model.views), size, size, 3], tf.float32)
 
-    @tf.function(input_signature=[pixels])
-    def serving_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probs = model(images, training=False)
+    def scores(view_pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        probs = model(view_pixels)
         return {"probabilities": probs, "genres": predicted_genres(probs, cutoffs, label_names)}
+
+    def cut_views(pixels: tf.Tensor) -> tf.Tensor:  # [h, w, 3] in [0, 255]
+        return tf.stack([poster_view(pixels, view, size) for view in model.views])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                name="images")])
+    def serving_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return scores(tf.map_fn(lambda image: cut_views(image * 255.0), images,
+                                fn_output_signature=views_spec))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        decoded = tf.map_fn(lambda b: decode_image(b, image_size), images,
-                            fn_output_signature=tf.TensorSpec(pixels.shape[1:], tf.float32))
-        return serving_images(decoded)
+        return scores(tf.map_fn(lambda data: cut_views(decode_pixels(data)), images,
+                                fn_output_signature=views_spec))
 
     module.serving_default, module.serving_images = serving_default, serving_images
     return module
@@ -123,6 +148,8 @@ def export_model(
     metrics: dict,
     lineage: dict,
     image_size: int = IMAGE_SIZE,
+    views: Sequence[View] = ("full",),
+    combine: Combine = "mean",
 ) -> Path:
     """Write backbone + head + signatures + assets as one SavedModel, staged then renamed."""
     import tensorflow as tf
@@ -142,14 +169,15 @@ def export_model(
         "metrics": metrics,
         "lineage": {"backbone_handle": backbone_handle, "code_revision": code_revision(),
                     "exported_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "tensorflow_version": tf.__version__, "image_size": image_size, **lineage},
+                    "tensorflow_version": tf.__version__, "image_size": image_size,
+                    "views": list(views), "combine": combine, **lineage},
     }
-    model = image_model(backbone_handle, head, image_size)
+    model = PosterModel(backbone_handle, head, views, combine, image_size)
     with tempfile.TemporaryDirectory() as tmp, staged_dir(out) as stage:
         paths = [join(tmp, f"{name}.json") for name in ASSETS]
         for path, name in zip(paths, ASSETS, strict=True):
             atomic_write_json(path, assets[name])
-        module = serving_module(model, labels, [cutoffs[n] for n in labels], image_size, paths)
+        module = serving_module(model, labels, [cutoffs[n] for n in labels], paths)
         tf.saved_model.save(module, stage, signatures={
             "serving_default": module.serving_default,
             "serving_images": module.serving_images,

@@ -1,14 +1,21 @@
 """Image preprocessing shared by training, embedding and the exported serving signature.
 
-One function so that training and serving can never disagree: decode, resize to the
-backbone's size with bilinear interpolation, scale to [0, 1] (as the seed tutorial does).
-`make_dataset` applies it to a dataset version's shards: the training input pipeline.
+One module so that training and serving can never disagree: decode, then cut the views the
+recipe uses, each resized to the backbone's size with bilinear interpolation and scaled to
+[0, 1] (the seed's preprocessing is the "full" view).
+
+Posters are portrait (182x268 in the dev set); the seed squashes the whole poster to a
+square, which distorts it. The other views keep the aspect: the poster's first and last
+squares along its long side (its top and bottom for a portrait poster), the whole poster
+letterboxed, and the mirror image of the full view.
+`make_dataset` applies the full view to a dataset version's shards: the input pipeline of
+fine-tuning.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from storage.records import IMAGE, LABELS, parse
 from storage.shard_reader import read_examples
@@ -17,16 +24,45 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 IMAGE_SIZE = 224
+View = Literal["full", "flip", "top", "bottom", "pad"]
+VIEWS: tuple[View, ...] = get_args(View)
 
 
-def decode_image(encoded: tf.Tensor, image_size: int = IMAGE_SIZE) -> tf.Tensor:
-    """Encoded JPEG/PNG/WebP bytes -> float32 [image_size, image_size, 3] in [0, 1]."""
+def decode_pixels(encoded: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG/PNG/WebP/GIF/BMP bytes -> float32 [h, w, 3] in [0, 255], as stored."""
     import tensorflow as tf
 
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+    return tf.cast(image, tf.float32)
+
+
+def poster_view(pixels: tf.Tensor, view: View, image_size: int = IMAGE_SIZE) -> tf.Tensor:
+    """One view of a decoded poster [h, w, 3] in [0, 255] -> float32 [size, size, 3] in [0, 1]."""
+    import tensorflow as tf
+
+    size = [image_size, image_size]
+    if view in ("full", "flip"):
+        image = tf.image.resize(pixels, size, method="bilinear")
+        if view == "flip":
+            image = tf.image.flip_left_right(image)
+    elif view == "pad":
+        image = tf.image.resize_with_pad(pixels, image_size, image_size, method="bilinear")
+    elif view in ("top", "bottom"):
+        height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
+        side = tf.minimum(height, width)
+        offset_y = 0 if view == "top" else height - side
+        offset_x = 0 if view == "top" else width - side
+        square = tf.image.crop_to_bounding_box(pixels, offset_y, offset_x, side, side)
+        image = tf.image.resize(square, size, method="bilinear")
+    else:
+        raise ValueError(f"unknown view {view!r}: expected one of {list(VIEWS)}")
     image = tf.ensure_shape(image, [image_size, image_size, 3])
     return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+
+def decode_image(encoded: tf.Tensor, image_size: int = IMAGE_SIZE) -> tf.Tensor:
+    """Encoded image bytes -> the full view, float32 [image_size, image_size, 3] in [0, 1]."""
+    return poster_view(decode_pixels(encoded), "full", image_size)
 
 
 def make_dataset(

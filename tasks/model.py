@@ -22,9 +22,15 @@ if TYPE_CHECKING:
     import tensorflow as tf
     import tf_keras
 
-LossName = Literal["soft_f1", "bce"]
+LossName = Literal["soft_f1", "bce", "asl"]
+Combine = Literal["concat", "mean"]
 Thresholds = float | Sequence[float] | np.ndarray | Mapping[str, float]
 SOFT_F1_EPS = 1e-16  # the seed's epsilon
+# Asymmetric loss (Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV
+# 2021), the paper's defaults: easy negatives are down-weighted (gamma_neg) and very easy
+# ones (p < margin) discarded, which suits multi-label sets where most labels are negative.
+ASL_GAMMA_POS, ASL_GAMMA_NEG, ASL_MARGIN = 0.0, 4.0, 0.05
+PROB_EPS = 1e-7  # Keras' clip of probabilities in cross-entropies
 
 
 def macro_soft_f1(y_true: tf.Tensor, y_prob: tf.Tensor) -> tf.Tensor:
@@ -48,16 +54,29 @@ def bce_loss(y_true: tf.Tensor, y_prob: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf_keras.losses.binary_crossentropy(y_true, y_prob, axis=-1))
 
 
+def asymmetric_loss(y_true: tf.Tensor, y_prob: tf.Tensor) -> tf.Tensor:
+    """ASL: -(y (1-p)^g+ log p + (1-y) p_m^g- log(1-p_m)), p_m = max(p - margin, 0); mean."""
+    import tensorflow as tf
+
+    y = tf.cast(y_true, tf.float32)
+    p = tf.clip_by_value(tf.cast(y_prob, tf.float32), PROB_EPS, 1.0 - PROB_EPS)
+    p_neg = tf.maximum(p - ASL_MARGIN, 0.0)
+    positive = y * tf.pow(1.0 - p, ASL_GAMMA_POS) * tf.math.log(p)
+    negative = (1.0 - y) * tf.pow(p_neg, ASL_GAMMA_NEG) * tf.math.log(1.0 - p_neg)
+    return -tf.reduce_mean(positive + negative)
+
+
 def get_loss(name: LossName) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """The loss function called `name`."""
-    losses = {"soft_f1": macro_soft_f1, "bce": bce_loss}
+    losses = {"soft_f1": macro_soft_f1, "bce": bce_loss, "asl": asymmetric_loss}
     if name not in losses:
         raise ValueError(f"unknown loss {name!r}: expected one of {sorted(losses)}")
     return losses[name]
 
 
 def build_head(
-    n_labels: int, hidden: int = 1024, dropout: float = 0.0, input_dim: int = 1280
+    n_labels: int, hidden: int = 1024, dropout: float = 0.0, input_dim: int = 1280,
+    name: str = "head",
 ) -> tf_keras.Model:
     """The seed's head on backbone features: Dense(hidden, relu) -> Dense(n_labels, sigmoid).
 
@@ -71,7 +90,35 @@ def build_head(
     if hidden > 0:
         layers.append(tf_keras.layers.Dense(hidden, activation="relu", name="hidden_layer"))
     layers.append(tf_keras.layers.Dense(n_labels, activation="sigmoid", name="output"))
-    return tf_keras.Sequential(layers, name="head")
+    return tf_keras.Sequential(layers, name=name)
+
+
+def combine_views(stacked: tf.Tensor | np.ndarray, combine: Combine) -> tf.Tensor:
+    """Per-view features [b, views, dim] -> the head's input: [b, views*dim] or [b, dim].
+
+    The one definition of how views meet, used on cached features in training and on the
+    backbone's outputs inside the exported SavedModel.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(stacked, tf.float32)
+    if combine == "mean":
+        return tf.reduce_mean(x, axis=1)
+    if combine == "concat":
+        return tf.reshape(x, [-1, x.shape[1] * x.shape[2]])
+    raise ValueError(f"unknown view combination {combine!r}: expected 'concat' or 'mean'")
+
+
+def ensemble_head(heads: Sequence[tf_keras.Model]) -> tf_keras.Model:
+    """One model averaging the probabilities of heads that share an input (one head: itself)."""
+    import tf_keras
+
+    if len(heads) == 1:
+        return heads[0]
+    features = tf_keras.Input(shape=heads[0].inputs[0].shape[1:], name="features")
+    probs = tf_keras.layers.Average(name="mean_probability")(
+        [head(features, training=False) for head in heads])
+    return tf_keras.Model(features, probs, name="head_ensemble")
 
 
 def threshold_vector(

@@ -1,11 +1,14 @@
 """Train the genre head on cached backbone features; select, fine-tune, evaluate and export.
 
 The seed trained a frozen MobileNetV2 + head end to end on decoded images for 30 epochs, so
-the backbone ran 30 times per poster. Here the backbone runs once per poster (`tasks.embed`,
-cached by sha256), and epochs run on 1280-d features: with no augmentation this is the same
-computation (tests/unit/test_train.py proves equal losses). Model selection uses the val
-split only: early stopping on whole-split val macro F1 (best weights restored) and an
-optional sweep over head hyperparameters. The test split is scored once, for the report.
+the backbone ran 30 times per poster. Here the backbone runs once per poster and view
+(`tasks.embed`, cached by sha256 + backbone + view), and epochs run on 1280-d features: with
+no augmentation this is the same computation (tests/unit/test_train.py proves equal losses).
+The default recipe averages the features of three views of each poster (`tasks.images`) and
+trains a faster, regularised head; `recipe="seed"` is the tutorial's method. Model selection
+uses the val split only: early stopping on whole-split val macro F1 (best weights restored),
+an optional sweep over head hyperparameters and an optional ensemble of the best heads. The
+test split is scored once, for the report.
 
 Fine-tune mode (`fine_tune_blocks` > 0) follows the usual transfer-learning recipe: the head
 is first trained on cached features as above, then the top N MobileNetV2 blocks and the head
@@ -26,11 +29,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.fs import atomic_write_json, exists, is_local, join
 from tasks.backbone import DEFAULT_BACKBONE, backbone_layer, block_index
-from tasks.model import LossName, build_head, get_loss, macro_f1
+from tasks.images import View
+from tasks.model import (
+    Combine,
+    LossName,
+    build_head,
+    combine_views,
+    ensemble_head,
+    get_loss,
+    macro_f1,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -38,8 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # (step: "embed" | "epoch", done, total)
+TrainProgress = Callable[[str, int, int], None]  # (step: "embed" | "epochs" | ..., done, total)
 Split = tuple[np.ndarray, np.ndarray]  # (features or images, labels)
+Recipe = Literal["default", "seed"]
 _BATCHNORM = re.compile(r"(?i)(^|[/_])(bn|batchnorm)([/_]|$)")
 REPORT_SAMPLES = 16
 
@@ -53,14 +66,35 @@ class HeadParams(BaseModel):
     epochs: int = Field(30, ge=1, description="Maximum epochs (seed: 30).")
     hidden: int = Field(1024, ge=0, description="Hidden Dense units; 0 = linear probe.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the features.")
-    loss: LossName = Field("soft_f1", description="'soft_f1' (seed) or 'bce'.")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay (AdamW); "
+                                "0 = plain Adam (the seed).")
+    loss: LossName = Field("soft_f1", description="'soft_f1' (seed), 'bce' or 'asl' "
+                           "(asymmetric loss, Ridnik et al. 2021).")
+
+
+# The default recipe's head (benchmarks/quality.py, chosen on val): a 100x higher learning
+# rate than the seed's, dropout, and early stopping on val picking the epoch.
+DEFAULT_HEAD = HeadParams(learning_rate=1e-3, epochs=100, hidden=1024, dropout=0.5)
+# The seed tutorial's method: the squashed poster, one head, fixed hyperparameters, all 30
+# epochs, no selection. `recipe="seed"` fills these in for every field not given explicitly.
+SEED_RECIPE: dict[str, Any] = {
+    "views": ["full"], "combine": "mean", "flip_augment": False, "ensemble": 1,
+    "sweep": False, "early_stopping": False, "head": HeadParams(),
+}
 
 
 class TrainConfig(BaseModel):
-    """Backbone, head, model selection and fine-tuning settings of one training run."""
+    """Backbone, head, model selection and fine-tuning settings of one training run.
+
+    The defaults are the `default` recipe, chosen on the dev posters' val split by
+    `benchmarks/quality.py` (BENCHMARKS.md); `recipe="seed"` is the seed tutorial's.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    recipe: Recipe = Field(
+        "default", description="'default' (the measured best) or 'seed' (the tutorial's "
+        "method: full view, lr 1e-5, 30 epochs, no selection); fields given explicitly win.")
     backbone: str = Field(
         DEFAULT_BACKBONE, description="TF Hub URL, Kaggle Models handle or local SavedModel "
         "folder of an image feature-vector model (float32 [b,224,224,3] in [0,1]).")
@@ -68,8 +102,20 @@ class TrainConfig(BaseModel):
         None, description="Embedding cache root; default <data_root>/embeddings, i.e. "
         "two levels above the dataset folder.")
     image_size: int = Field(224, ge=32, description="Backbone input size.")
+    views: list[View] = Field(
+        ["full", "top", "bottom"], min_length=1,
+        description="Views of each poster the model sees, each embedded once: 'full' (the "
+        "whole poster squashed to a square, the seed), 'top'/'bottom' (its first/last "
+        "square), 'pad' (letterboxed), 'flip' (mirrored full). The SavedModel cuts them too.")
+    combine: Combine = Field("mean", description="How the views' features meet: 'mean' "
+                             "(average) or 'concat'.")
+    flip_augment: bool = Field(
+        False, description="Feature-space augmentation: in training, each epoch replaces "
+        "the 'full' view's features by the mirrored poster's with probability 1/2.")
+    ensemble: int = Field(1, ge=1, description="Average the probabilities of the N best "
+                          "heads of the sweep (or N seeds of the configured head).")
     batch_size: int = Field(256, ge=1, description="Training batch size (seed: 256).")
-    head: HeadParams = Field(default_factory=HeadParams,
+    head: HeadParams = Field(DEFAULT_HEAD,
                              description="Head hyperparameters (used when sweep is off).")
     early_stopping: bool = Field(
         True, description="Stop when val macro F1 has not improved for `patience` epochs and "
@@ -78,21 +124,25 @@ class TrainConfig(BaseModel):
     shuffle_buffer: int = Field(1024, ge=1, description="Shuffle buffer (seed: 1024).")
     seed: int = Field(0, description="Seed of weights and shuffling: same seed, same model.")
     sweep: bool = Field(False, description="Choose head hyperparameters by val macro F1 "
-                        "over the grid below (on cached features).")
+                        "over the grid below (on cached features); off = the `head` above "
+                        "(epochs are still chosen on val by early stopping).")
     sweep_learning_rates: list[float] = Field([1e-4, 1e-3], min_length=1,
                                               description="Sweep grid: Adam learning rates.")
     sweep_hidden: list[int] = Field([256, 1024], min_length=1,
                                     description="Sweep grid: hidden units.")
     sweep_dropout: list[float] = Field([0.0, 0.5], min_length=1,
                                        description="Sweep grid: dropout rates.")
+    sweep_weight_decays: list[float] = Field([0.0], min_length=1,
+                                             description="Sweep grid: weight decays.")
     sweep_losses: list[LossName] = Field(["soft_f1", "bce"], min_length=1,
                                          description="Sweep grid: losses.")
     sweep_epochs: int = Field(100, ge=1, description="Maximum epochs of each sweep run.")
     compare_losses: bool = Field(
-        True, description="Also train the head with the other loss (same hyperparameters) "
+        False, description="Also train the head with the other loss (same hyperparameters) "
         "for the report's soft-F1 vs BCE probability histograms.")
     fine_tune_blocks: int = Field(0, ge=0, description="After the head, train the top N "
-                                  "backbone blocks end to end from the shards (0 = off).")
+                                  "backbone blocks end to end from the shards (0 = off; "
+                                  "needs views ['full'] and ensemble 1).")
     fine_tune_learning_rate: float = Field(1e-5, gt=0, description="Fine-tune Adam rate.")
     fine_tune_epochs: int = Field(3, ge=1, description="Fine-tune epochs.")
     embed_batch_size: int = Field(64, ge=1, description="Backbone batch size when embedding.")
@@ -100,6 +150,30 @@ class TrainConfig(BaseModel):
         "default", description="tf.distribute strategy for training: 'default' (one device: "
         "the GPU when there is one), 'mirrored' (every local GPU), 'multi_worker_mirrored' "
         "(several machines; reads TF_CONFIG).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """`recipe="seed"`: the seed's values for every field not given explicitly."""
+        if isinstance(data, dict) and data.get("recipe") == "seed":
+            return {**SEED_RECIPE, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if len(set(self.views)) != len(self.views):
+            raise ValueError(f"views repeat: {self.views}")
+        if self.flip_augment and "full" not in self.views:
+            raise ValueError("flip_augment replaces the 'full' view: add 'full' to views")
+        if self.fine_tune_blocks and (self.views != ["full"] or self.ensemble != 1):
+            raise ValueError("fine-tuning trains one head on the full view: set views "
+                             "['full'] and ensemble 1 (or recipe 'seed')")
+        return self
+
+    def embedded_views(self) -> list[View]:
+        """The views to embed: the model's, plus the mirrored poster when augmenting."""
+        extra: list[View] = ["flip"] if self.flip_augment and "flip" not in self.views else []
+        return [*self.views, *extra]
 
 
 @dataclass
@@ -147,14 +221,20 @@ def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: i
 
 
 def features_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_buffer: int,
-                     seed: int) -> tf.data.Dataset:
-    """Shuffled training batches of (features, labels), the seed's shuffle(1024) then batch."""
+                     seed: int, alternate: np.ndarray | None = None) -> tf.data.Dataset:
+    """Shuffled training batches of (features, labels), the seed's shuffle(1024) then batch.
+
+    With `alternate` (the same posters' features from an augmented view, e.g. mirrored),
+    each example takes its alternate features with probability 1/2, drawn anew each epoch.
+    """
     import tensorflow as tf
 
-    return (tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+    data = tf.data.Dataset.from_tensor_slices((x, y) if alternate is None else (x, alternate, y))
+    data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if alternate is not None:
+        data = data.map(lambda a, b, labels: (
+            tf.where(tf.random.uniform([]) < 0.5, b, a), labels))
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def fit(model: tf_keras.Model, train_data: tf.data.Dataset, val: tuple[Any, np.ndarray],
@@ -192,18 +272,32 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     return strategies[name]()
 
 
-def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: TrainConfig,
-             on_epoch: Callable[[int], None] = lambda _: None) -> FitResult:
-    """Train one head on cached features (deterministic given `config.seed`)."""
+def optimizer(params: HeadParams) -> tf_keras.optimizers.Optimizer:
+    """Adam (the seed), or AdamW when the head has weight decay."""
     import tf_keras
 
-    tf_keras.utils.set_random_seed(config.seed)
+    if params.weight_decay > 0:
+        return tf_keras.optimizers.AdamW(params.learning_rate, weight_decay=params.weight_decay)
+    return tf_keras.optimizers.Adam(params.learning_rate)
+
+
+def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: TrainConfig,
+             on_epoch: Callable[[int], None] = lambda _: None, *, seed: int | None = None,
+             alternate: np.ndarray | None = None, name: str = "head") -> FitResult:
+    """Train one head on cached features (deterministic given the seed, default config.seed).
+
+    `alternate`: augmented features of the training posters (see `features_dataset`).
+    """
+    import tf_keras
+
+    seed = config.seed if seed is None else seed
+    tf_keras.utils.set_random_seed(seed)
     x, y = train_split
     with distribution_strategy(config.distribution).scope():
-        head = build_head(y.shape[1], params.hidden, params.dropout, input_dim=x.shape[1])
-        head.compile(optimizer=tf_keras.optimizers.Adam(params.learning_rate),
-                     loss=get_loss(params.loss))
-    data = features_dataset(x, y, config.batch_size, config.shuffle_buffer, config.seed)
+        head = build_head(y.shape[1], params.hidden, params.dropout, input_dim=x.shape[1],
+                          name=name)
+        head.compile(optimizer=optimizer(params), loss=get_loss(params.loss))
+    data = features_dataset(x, y, config.batch_size, config.shuffle_buffer, seed, alternate)
     history, best, score = fit(head, data, val_split, params.loss, epochs=params.epochs,
                                config=config, on_epoch=on_epoch)
     log.info("head %s: best epoch %d of %d, val macro F1 %.4f", params.model_dump(), best,
@@ -213,34 +307,90 @@ def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: T
 
 def sweep_grid(config: TrainConfig) -> list[HeadParams]:
     """Every combination of the sweep's hyperparameter lists."""
-    return [HeadParams(learning_rate=lr, epochs=config.sweep_epochs, hidden=h, dropout=d, loss=loss)
-            for lr, h, d, loss in itertools.product(config.sweep_learning_rates,
-                                                    config.sweep_hidden, config.sweep_dropout,
-                                                    config.sweep_losses)]
+    return [HeadParams(learning_rate=lr, epochs=config.sweep_epochs, hidden=h, dropout=d,
+                       weight_decay=wd, loss=loss)
+            for lr, h, d, wd, loss in itertools.product(
+                config.sweep_learning_rates, config.sweep_hidden, config.sweep_dropout,
+                config.sweep_weight_decays, config.sweep_losses)]
 
 
 def select_head(train_split: Split, val_split: Split, config: TrainConfig,
-                progress: Progress | None = None) -> tuple[FitResult, list[dict[str, Any]]]:
-    """The configured head, or the sweep's best by val macro F1 (first wins ties)."""
+                progress: TrainProgress | None = None, alternate: np.ndarray | None = None,
+                ) -> tuple[FitResult, list[dict[str, Any]]]:
+    """The configured head or the sweep's best by val macro F1, ensembled if asked.
+
+    Ensemble: the `config.ensemble` best sweep heads (they are trained anyway), or without a
+    sweep the configured head under that many seeds; probabilities are averaged.
+    """
     if not config.sweep:
         epochs = config.head.epochs
-        return fit_head(train_split, val_split, config.head, config,
-                        lambda e: progress and progress("epochs", e, epochs)), []
+        fits = [fit_head(train_split, val_split, config.head, config,
+                         (lambda e: progress and progress("epochs", e, epochs)) if i == 0
+                         else (lambda _: None), seed=config.seed + i, alternate=alternate,
+                         name=f"head_{i}")
+                for i in range(config.ensemble)]
+        return _ensemble(fits, val_split), []
     candidates = sweep_grid(config)
-    best: FitResult | None = None
-    rows = []
+    fits, rows = [], []
     for i, params in enumerate(candidates, start=1):
-        result = fit_head(train_split, val_split, params, config)
+        result = fit_head(train_split, val_split, params, config, alternate=alternate,
+                          name=f"head_{i}")
+        fits.append(result)
         rows.append({**params.model_dump(), "best_epoch": result.best_epoch,
                      "val_macro_f1": result.val_macro_f1})
-        if best is None or result.val_macro_f1 > best.val_macro_f1:
-            best = result
         if progress:
             progress("sweep", i, len(candidates))
-    assert best is not None  # the grid is never empty (min_length=1 on every list)
-    log.info("sweep chose %s (val macro F1 %.4f) among %d", best.params.model_dump(),
-             best.val_macro_f1, len(candidates))
-    return best, rows
+    ranked = sorted(fits, key=lambda f: -f.val_macro_f1)  # stable: first wins ties
+    log.info("sweep chose %s (val macro F1 %.4f) among %d", ranked[0].params.model_dump(),
+             ranked[0].val_macro_f1, len(candidates))
+    return _ensemble(ranked[:config.ensemble], val_split), rows
+
+
+def _ensemble(fits: list[FitResult], val_split: Split) -> FitResult:
+    """One FitResult for heads averaged (the first head's params and history)."""
+    if len(fits) == 1:
+        return fits[0]
+    model = ensemble_head([f.model for f in fits])
+    score = macro_f1(val_split[1], model.predict(val_split[0], verbose=0))
+    log.info("ensemble of %d heads: val macro F1 %.4f", len(fits), score)
+    return FitResult(model, fits[0].params, fits[0].history, fits[0].best_epoch, score)
+
+
+def view_features(cache_root: str, backbone: str, shas: Sequence[str], views: Sequence[View]
+                  ) -> np.ndarray:
+    """Cached features of the posters, float32 [n, views, dim], in the order asked."""
+    from storage.embeddings import EmbeddingCache
+
+    return np.stack([EmbeddingCache(cache_root, backbone, view).read(shas) for view in views],
+                    axis=1)
+
+
+def model_inputs(stacked: np.ndarray, combine: Combine) -> np.ndarray:
+    """The head's input from per-view features [n, views, dim] (`tasks.model.combine_views`)."""
+    return combine_views(stacked, combine).numpy()
+
+
+def head_inputs(dataset_dir: str, cache_root: str, backbone: str, config: TrainConfig
+                ) -> tuple[dict[str, Split], np.ndarray | None]:
+    """Each split's (head inputs, labels) from the cache, and the flipped training inputs."""
+    splits: dict[str, Split] = {}
+    alternate = None
+    for split in ("train", "val", "test"):
+        shas, y = split_labels(dataset_dir, split)
+        stacked = view_features(cache_root, backbone, shas, config.views)
+        splits[split] = (model_inputs(stacked, config.combine), y)
+        if split == "train" and config.flip_augment:
+            flip = view_features(cache_root, backbone, shas, ["flip"])[:, 0]
+            alternate = flipped_inputs(stacked, flip, config.views, config.combine)
+    return splits, alternate
+
+
+def flipped_inputs(stacked: np.ndarray, flip: np.ndarray, views: Sequence[View],
+                   combine: Combine) -> np.ndarray:
+    """The head's input with the mirrored poster's features in the 'full' view's place."""
+    swapped = stacked.copy()
+    swapped[:, list(views).index("full")] = flip
+    return model_inputs(swapped, combine)
 
 
 def split_labels(dataset_dir: str, split: str) -> tuple[list[str], np.ndarray]:
@@ -290,8 +440,12 @@ def _partly_trainable_model(inputs: Any, outputs: Any, update: Sequence[tf.Varia
 
 
 def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: TrainConfig,
-              progress: Progress | None = None) -> FitResult:
-    """Train the top backbone blocks and the head end to end on decoded images from the shards."""
+              progress: TrainProgress | None = None, *,
+              train_data: tf.data.Dataset | None = None) -> FitResult:
+    """Train the top backbone blocks and the head end to end on decoded images from the shards.
+
+    `train_data`: (images, labels) batches to train on instead of the whole train split.
+    """
     import tf_keras
 
     from tasks.images import make_dataset
@@ -308,8 +462,9 @@ def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: 
     log.info("fine-tuning %d backbone variables (top %d blocks) and the head",
              len(update), config.fine_tune_blocks)
     tf_keras.utils.set_random_seed(config.seed)
-    train_data = make_dataset(dataset_dir, "train", batch_size=config.batch_size,
-                              shuffle_seed=config.seed, shuffle=True)
+    if train_data is None:
+        train_data = make_dataset(dataset_dir, "train", batch_size=config.batch_size,
+                                  shuffle_seed=config.seed, shuffle=True)
     val_images = make_dataset(dataset_dir, "val", batch_size=config.batch_size).map(
         lambda x, _: x)
     epochs = config.fine_tune_epochs
@@ -346,14 +501,14 @@ def _report_samples(dataset_dir: str, probs: np.ndarray, labels: list[str],
 
 
 def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
-          flow_run_id: str | None = None, progress: Progress | None = None) -> TrainResult:
-    """Embed (cached), select and train the head, optionally fine-tune, report, export.
+          flow_run_id: str | None = None, progress: TrainProgress | None = None) -> TrainResult:
+    """Embed the views (cached), select and train the head(s), optionally fine-tune, report, export.
 
     Writes `<out_dir>/report/` (metrics.json, PNGs, sweep.json) and `<out_dir>/model/`
-    (the SavedModel). Deterministic given `config.seed`.
+    (the SavedModel, which cuts the same views from raw posters). Deterministic given
+    `config.seed`.
     """
     from storage.datasets import load_dataset_info
-    from storage.embeddings import EmbeddingCache
     from tasks.embed import embed_dataset
     from tasks.evaluate import best_thresholds, threshold_grid, write_report
     from tasks.export import export_model
@@ -363,23 +518,20 @@ def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
         raise FileExistsError(f"{model_dir} already exists: train into a new --out folder")
     info = load_dataset_info(dataset_dir)
     labels = list(info.labels)
+    cache_root = embeddings_root(dataset_dir, config)
     embedded = embed_dataset(
-        dataset_dir, embeddings_root(dataset_dir, config), config.backbone,
+        dataset_dir, cache_root, config.backbone, views=config.embedded_views(),
         batch_size=config.embed_batch_size, image_size=config.image_size,
         progress=(lambda d, t: progress("embed", d, t)) if progress else None)
-    cache = EmbeddingCache(embeddings_root(dataset_dir, config), embedded.backbone_id)
-    splits: dict[str, Split] = {}
-    for split in ("train", "val", "test"):
-        shas, y = split_labels(dataset_dir, split)
-        splits[split] = (cache.read(shas), y)
-    chosen, sweep_rows = select_head(splits["train"], splits["val"], config, progress)
+    splits, alternate = head_inputs(dataset_dir, cache_root, embedded.backbone_id, config)
+    chosen, sweep_rows = select_head(splits["train"], splits["val"], config, progress, alternate)
     histories = {chosen.params.loss: chosen.history}
     test_x = splits["test"][0]
     compare: dict[str, np.ndarray] = {chosen.params.loss: chosen.model.predict(test_x, verbose=0)}
     if config.compare_losses:
         other = chosen.params.model_copy(
-            update={"loss": "bce" if chosen.params.loss == "soft_f1" else "soft_f1"})
-        rival = fit_head(splits["train"], splits["val"], other, config)
+            update={"loss": "bce" if chosen.params.loss != "bce" else "soft_f1"})
+        rival = fit_head(splits["train"], splits["val"], other, config, alternate=alternate)
         histories[other.loss] = rival.history
         compare[other.loss] = rival.model.predict(test_x, verbose=0)
     final, val_x, test_inputs = chosen, splits["val"][0], test_x
@@ -405,5 +557,5 @@ def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
                "params": params, "flow_run_id": flow_run_id}
     export_model(model_dir, backbone_handle=config.backbone, head=final.model, labels=labels,
                  thresholds=thresholds, metrics=metrics, lineage=lineage,
-                 image_size=config.image_size)
+                 image_size=config.image_size, views=config.views, combine=config.combine)
     return TrainResult(model_dir, report_dir, metrics, params, embedded.backbone_id, sweep_rows)

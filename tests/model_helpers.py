@@ -49,23 +49,49 @@ def write_tiny_dataset(root: Path, sizes: dict[str, int] | None = None, seed: in
                        version: str = "tiny0000") -> Path:
     """A complete dataset version folder (one shard per split) of learnable tiny posters."""
     sizes = sizes or {"train": 48, "val": 24, "test": 24}
-    out = root / version
+    return write_records(root / version, LABELS,
+                         {split: tiny_split(seed, split, n) for split, n in sizes.items()})
+
+
+def write_painted_dataset(root: Path, sizes: dict[str, int], seed: int = 0,
+                          version: str = "painted0") -> tuple[Path, list[str]]:
+    """A dataset version of the demo's painted posters (`tasks.demo`), one shard per split."""
+    import random
+
+    from tasks.demo import GENRE_STYLES, render_poster
+
+    labels = sorted(GENRE_STYLES)
+    rng = random.Random(seed)
+    splits: dict[str, list[PosterRecord]] = {}
+    for s, (split, n) in enumerate(sizes.items()):
+        splits[split] = []
+        for i in range(n):
+            genres = rng.sample(labels, k=rng.choice([1, 1, 2, 2, 3]))
+            image = render_poster(genres, seed=rng.randrange(1 << 30))
+            y = np.array([g in genres for g in labels], np.float32)
+            splits[split].append(PosterRecord(100_000 * (s + 1) + i, image,
+                                              fs.sha256_bytes(image), y))
+    return write_records(root / version, labels, splits), labels
+
+
+def write_records(out: Path, labels: list[str], splits: dict[str, list[PosterRecord]]) -> Path:
+    """A dataset version folder holding these records, one shard per split."""
     out.mkdir(parents=True)
     rows = []
-    for split, n in sizes.items():
+    for split, records in splits.items():
         name = datasets.shard_name(split, 0, 1, "")
-        records = tiny_split(seed, split, n)
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for record in records:
                 writer.write(serialize(record))
         payload = (out / name).read_bytes()
         counts = np.sum([r.labels for r in records], axis=0).astype(int).tolist()
-        rows.append({"shard": name, "split": split, "index": 0, "count": 1, "records": n,
-                     "bytes": len(payload), "sha256": fs.sha256_bytes(payload),
-                     "label_counts": counts})
+        rows.append({"shard": name, "split": split, "index": 0, "count": 1,
+                     "records": len(records), "bytes": len(payload),
+                     "sha256": fs.sha256_bytes(payload), "label_counts": counts})
     datasets.write_manifest(out, rows)
     datasets.write_dataset_info(datasets.DatasetInfo(
-        path=str(out), version=version, labels=list(LABELS), splits=dict(sizes), left_out={},
+        path=str(out), version=out.name, labels=list(labels),
+        splits={split: len(records) for split, records in splits.items()}, left_out={},
         catalog_hash="test", created_at="2026-01-01T00:00:00+00:00", compression="",
         shard_config={}))
     return out

@@ -21,10 +21,10 @@ CATALOG = "tasks.catalog.CatalogConfig"
 FETCH = "tasks.fetch.FetchConfig"
 SHARDS = "tasks.shards.ShardConfig"
 TRAIN = "tasks.train.TrainConfig"
-HEAD = "tasks.train.HeadParams"
-# The choices of HeadParams.loss and TrainConfig.distribution (checked by the CLI tests);
-# written out here because importing tasks/ at start-up would slow every command.
-Loss = Literal["soft_f1", "bce"]
+# The choices of HeadParams.loss, TrainConfig.recipe and TrainConfig.distribution (checked by
+# the CLI tests); written out here because importing tasks/ at start-up would slow every command.
+Loss = Literal["soft_f1", "bce", "asl"]
+Recipe = Literal["default", "seed"]
 Distribution = Literal["default", "mirrored", "multi_worker_mirrored"]
 
 
@@ -202,24 +202,28 @@ def train_command(
         TRAIN, "backbone"),
     embeddings: Annotated[str | None, typer.Option(
         help="Embedding cache root (default: <data root>/embeddings).")] = None,
+    recipe: Annotated[Recipe | None, typer.Option(
+        help="default (the measured best: three poster views averaged, tuned head) or seed "
+        "(the tutorial's method); the options below override it.")] = model_default(
+        TRAIN, "recipe"),
     epochs: Annotated[int | None, typer.Option(
-        help="Maximum epochs.", min=1)] = model_default(HEAD, "epochs"),
+        help="Maximum epochs (default: the recipe's).", min=1)] = None,
     learning_rate: Annotated[float | None, typer.Option(
-        "--lr", help="Adam learning rate.")] = model_default(HEAD, "learning_rate"),
+        "--lr", help="Adam learning rate (default: the recipe's).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         help="Batch size.", min=1)] = model_default(TRAIN, "batch_size"),
     loss: Annotated[Loss | None, typer.Option(
-        help="Head loss: macro soft-F1 or binary cross-entropy.")] = model_default(HEAD, "loss"),
+        help="Head loss: macro soft-F1, binary cross-entropy or asymmetric loss (default: the "
+        "recipe's).")] = None,
     hidden: Annotated[int | None, typer.Option(
-        help="Hidden units (0: linear probe).", min=0)] = model_default(HEAD, "hidden"),
+        help="Hidden units (0: linear probe) (default: the recipe's).", min=0)] = None,
     dropout: Annotated[float | None, typer.Option(
-        help="Dropout on the features.")] = model_default(HEAD, "dropout"),
+        help="Dropout on the features (default: the recipe's).")] = None,
     sweep: Annotated[bool | None, typer.Option(
-        help="Choose head hyperparameters by val macro F1 over a small grid.")] = model_default(
-        TRAIN, "sweep"),
+        help="Choose head hyperparameters by val macro F1 over a small grid (default: the "
+        "recipe's).")] = None,
     early_stopping: Annotated[bool | None, typer.Option(
-        help="Stop on val macro F1 and keep the best epoch.")] = model_default(
-        TRAIN, "early_stopping"),
+        help="Stop on val macro F1 and keep the best epoch (default: the recipe's).")] = None,
     fine_tune_blocks: Annotated[int | None, typer.Option(
         help="Then fine-tune the top N backbone blocks end to end (0: off).",
         min=0)] = model_default(TRAIN, "fine_tune_blocks"),
@@ -244,12 +248,15 @@ def train_command(
     from tasks.train import train as run_training
 
     try:
-        head = HeadParams(**given(learning_rate=learning_rate, epochs=epochs, hidden=hidden,
-                                  dropout=dropout, loss=loss))
-        config = TrainConfig(head=head, **given(
-            backbone=backbone, embeddings_root=embeddings, batch_size=batch_size, sweep=sweep,
-            early_stopping=early_stopping, seed=seed, fine_tune_blocks=fine_tune_blocks,
-            distribution=distribution))
+        settings = given(recipe=recipe, backbone=backbone, embeddings_root=embeddings,
+                         batch_size=batch_size, sweep=sweep, early_stopping=early_stopping,
+                         seed=seed, fine_tune_blocks=fine_tune_blocks, distribution=distribution)
+        head = given(learning_rate=learning_rate, epochs=epochs, hidden=hidden, dropout=dropout,
+                     loss=loss)
+        if head:  # the recipe's head, with the options given
+            recipe_head = TrainConfig(**given(recipe=recipe)).head
+            settings["head"] = HeadParams(**{**recipe_head.model_dump(), **head})
+        config = TrainConfig(**settings)
     except ValidationError as exc:
         fail("invalid training settings:", exc, code=2)
     with progress_bar("elapsed") as bar:

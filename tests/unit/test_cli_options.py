@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import get_args
 
 import click
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.cli.options import ModelDefault, given
 from flows.cli.output import fail
-from flows.cli.stages import Distribution, Loss
+from flows.cli.stages import Distribution, Loss, Recipe
 from tasks.model import LossName
 from tasks.train import TrainConfig
 
@@ -42,13 +43,15 @@ def test_help_shows_the_models_defaults() -> None:
     out = runner.invoke(app, ["shards", "--help"]).output
     assert "[default: 100.0]" in out  # ShardConfig.target_shard_bytes in MB
     out = runner.invoke(app, ["train", "--help"]).output
-    assert "[default: no-sweep]" in out and "[default: early-stopping]" in out
+    assert re.search(r"--recipe\b.*\[default: default\]", out)  # TrainConfig.recipe
+    assert "(default: the recipe's)" in out  # head options: the recipe's head
     assert "mobilenet_v2_100_224/feature_vector/4]" in out
 
 
 def test_choices_are_the_models() -> None:
     assert get_args(Loss) == get_args(LossName)
     assert get_args(Distribution) == get_args(TrainConfig.model_fields["distribution"].annotation)
+    assert get_args(Recipe) == get_args(TrainConfig.model_fields["recipe"].annotation)
 
 
 def test_given_leaves_out_what_was_not_given() -> None:

@@ -118,7 +118,7 @@ def test_default_embedding_cache_lives_beside_datasets(tmp_path: Path) -> None:
 
 def test_fine_tune_changes_only_the_top_blocks_and_the_head(
         dataset: Path, standin: Path, features: dict) -> None:
-    config = TrainConfig(backbone=str(standin), batch_size=16, fine_tune_blocks=1,
+    config = TrainConfig(backbone=str(standin), batch_size=16, fine_tune_blocks=1, views=["full"],
                          fine_tune_learning_rate=1e-2, fine_tune_epochs=1, early_stopping=False)
     head = fit_head(features["train"], features["val"], HeadParams(epochs=1, hidden=8), config)
     head_before = [w.copy() for w in head.model.get_weights()]
