@@ -4,8 +4,8 @@ With `registry.approval: required` the train flow registers the candidate as cha
 calls `request_review` from the flow itself (Prefect pauses flows, not tasks). The UI's
 Resume dialog shows the card's headline table and its path, and a form of `Review`'s fields;
 `prefect.flow_runs.resume_flow_run(id, run_input={"approve": true, "reason": "..."})` does
-the same through the API. A timeout returns None: the version stays challenger (Prefect then
-ends the run Failed: "The flow was completed and never resumed").
+the same through the API. A timeout returns None: the version stays challenger (Prefect marks
+the paused run Failed, "The flow was completed and never resumed"; a parent run completes).
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     assert Path(out["report_dir"], "summary.md").read_text() == arts["model-report"]
     assert "| genre | threshold | precision | recall |" in arts["model-report"]
     assert out["model_card"] == str(data_root / "registry/posterflow/cards/1.html")
-    assert arts["model-card"] == f"file://{out['model_card']}"
+    assert f"(file://{out['model_card']})" in arts["model-card"]
     assert "Worst-predicted test posters" in Path(out["model_card"]).read_text()
     _assert_table_counts_every_reject(json.loads(arts["catalog-validation"]), out["catalog_dir"])
 
@@ -154,8 +154,8 @@ def test_approval_required_pauses_times_out_then_an_api_approval_promotes(
     data = tiny_config_data(served_demo.csv_path, data_root, standin_backbone)
     data["registry"] = {"root": str(tmp_path / "reg"), "model_name": "reviewed",
                         "approval": "required", "approval_timeout_s": 3}
-    timed_out = run_retrain(RetrainConfig.model_validate(data))
-    assert timed_out.state == "Failed" and "never resumed" in str(timed_out.error)
+    timed_out = run_retrain(RetrainConfig.model_validate(data))  # Prefect fails the paused
+    assert timed_out.as_dict()["alias"] == "challenger"  # train subflow: "never resumed"
     registry = Registry(str(tmp_path / "reg"))
     assert registry.aliases("reviewed")["aliases"] == {"challenger": 1}
     card = tmp_path / "reg/reviewed/cards/1.html"
