@@ -132,7 +132,8 @@ def decision_line(data: CardData) -> str:
     """The gate's decision in one line."""
     state = data.status or data.alias
     forced = " (forced)" if data.forced else ""
-    return f"{data.model} v{data.version} is {state}{forced}: {data.decision}"
+    reason = "" if data.decision == state else f": {data.decision}"
+    return f"{data.model} v{data.version} is {state}{forced}{reason}"
 
 
 # --- renderers ----------------------------------------------------------------------------

@@ -228,7 +228,9 @@ def test_approval_in_the_ui_promotes_and_emits_the_event(prefect_server, served_
                         f"xpath=.//span[starts-with(normalize-space(), '{title}')]/ancestor::div"
                         "[contains(concat(' ', @class, ' '), ' schema-form-property ')][1]")
 
-                field("Approve").locator("input[type=checkbox]").check(force=True)
+                approve = field("Approve").locator("input[type=checkbox]")
+                approve.evaluate("toggle => toggle.click()")  # the input hides behind its knob
+                assert approve.is_checked()
                 field("Reason").locator("textarea, input").first.fill("approved in the UI")
                 dialog.get_by_role("button", name="Submit").click()
                 stdout, _ = run.communicate(timeout=RUN_S)
