@@ -21,9 +21,11 @@ from prefect.artifacts import (
 )
 
 from storage.fs import exists, join, read_json
+from tasks.model_card import card_markdown
 
 if TYPE_CHECKING:
     from tasks.catalog import CatalogResult
+    from tasks.model_card import CardData
     from tasks.promotion import Registration
     from tasks.train import TrainResult
 
@@ -103,44 +105,28 @@ def report_links(trained: TrainResult, dataset_dir: str, catalogs_root: str) -> 
     return ReportLinks(trained.model_dir, trained.report_dir, docs if exists(docs) else None)
 
 
-def report_markdown(metrics: dict[str, Any], registration: Registration, links: ReportLinks,
-                    notes: list[str]) -> str:
-    """Render the run report: headline metrics, the gate decision, per-label F1, links."""
-    val, test = metrics.get("val", {}), metrics.get("test", {})
-    lines = [f"# {registration.model} v{registration.version} ({registration.alias})", ""]
-    lines += [f"> {note}" for note in notes] + ([""] if notes else [])
-    lines += ["| split | macro F1 @0.5 | macro F1 tuned | micro F1 |", "|---|---|---|---|"]
-    for name, split in (("val", val), ("test", test)):
-        lines.append(f"| {name} | {_f(split.get('macro_f1'))} | "
-                     f"{_f(split.get('macro_f1_tuned'))} | {_f(split.get('micro_f1'))} |")
-    lines += ["", f"**Gate:** {registration.decision.reason}", "",
-              "| label | precision | recall | F1 (test, tuned) | support |",
-              "|---|---|---|---|---|"]
-    per_label = test.get("per_label_tuned") or test.get("per_label") or {}
-    for label, s in per_label.items():
-        lines.append(f"| {label} | {_f(s.get('precision'))} | {_f(s.get('recall'))} | "
-                     f"{_f(s.get('f1'))} | {s.get('support', '')} |")
-    lines += ["", f"- Registered model: `{registration.path}`", f"- Run model: `{links.model_dir}`",
-              f"- Report (plots, metrics.json): `{links.report_dir}`"]
+def report_markdown(card: CardData, card_path: str, registered_path: str,
+                    links: ReportLinks) -> str:
+    """The run report: the model card's tables (`tasks.model_card`), then where things are."""
+    lines = [card_markdown(card, file_link(card_path)),
+             f"- Registered model: `{registered_path}`", f"- Run model: `{links.model_dir}`",
+             f"- Report (plots, metrics.json): `{links.report_dir}`"]
     if links.data_docs:
         lines.append(f"- Data Docs: `{links.data_docs}`")
     return "\n".join(lines) + "\n"
 
 
-def publish_report_artifacts(markdown: str, registration: Registration) -> None:
-    """The run report as a markdown artifact, and a link to the registered model."""
+def publish_report_artifacts(markdown: str, registration: Registration, card_path: str) -> None:
+    """The run report as a markdown artifact, and links to the model card and the model."""
+    name = f"{registration.model} v{registration.version}"
     create_markdown_artifact(key="model-report", markdown=markdown,
-                             description=f"posterflow model {registration.model} "
-                             f"v{registration.version}")
+                             description=f"posterflow model {name}")
+    create_link_artifact(key="model-card", link=file_link(card_path),
+                         link_text=f"model card of {name}")
     create_link_artifact(key="registered-model", link=file_link(registration.path),
-                         link_text=f"{registration.model} v{registration.version}")
+                         link_text=name)
 
 
 def file_link(path: str) -> str:
     """A clickable URL for a local path or fsspec URL."""
     return path if "://" in path else f"file://{path}"
-
-
-def _f(value: Any) -> str:
-    """A metric with 4 decimals, or a dash."""
-    return f"{value:.4f}" if isinstance(value, int | float) else "-"

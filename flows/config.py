@@ -82,6 +82,14 @@ class RegistryConfig(BaseModel):
         "champion's on the same split by at least this much.",
     )
     force: bool = Field(False, description="Promote the candidate even if the gate refuses.")
+    approval: Literal["none", "required"] = Field(
+        "none", description="'required': register the candidate as challenger, then pause the "
+        "run for a reviewer's approve/reject in the Prefect UI (approval goes through the gate).",
+    )
+    approval_timeout_s: int = Field(
+        86400, ge=1, le=30 * 86400,
+        description="How long a run waits for the review; then the version stays challenger.",
+    )
 
 
 class IngestSections(BaseModel):

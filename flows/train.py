@@ -1,4 +1,5 @@
-"""The train flow: embed -> train (+ evaluate, export) -> score champion -> register -> report."""
+"""The train flow: embed -> train (+ evaluate, export) -> score champion -> register -> card
+-> (review) -> report."""
 
 from __future__ import annotations
 
@@ -6,20 +7,26 @@ from dataclasses import dataclass
 
 from prefect import flow
 
+from flows.approval import request_review
 from flows.artifacts import report_links
 from flows.config import TrainFlowConfig
 from flows.train_tasks import (
+    apply_review,
     embed_posters,
+    pick_card_posters,
     publish_report,
     register_model,
     score_champion,
     train_model,
+    write_model_card,
 )
+from storage.registry import CHALLENGER
+from tasks.model_card import card_markdown
 
 
 @dataclass(frozen=True)
 class TrainFlowResult:
-    """Where the trained model, its report and its registry version are."""
+    """Where the trained model, its report, its card and its registry version are."""
 
     model_dir: str
     report_dir: str
@@ -27,11 +34,12 @@ class TrainFlowResult:
     version: int
     alias: str
     metrics: dict
+    card_path: str
 
 
 @flow(name="train")
 def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
-    """Train on a dataset version, export, and register through the promotion gate."""
+    """Train on a dataset version, export, register through the gate (or a reviewer), card."""
     storage, reg = config.storage, config.registry
     registry_root = reg.root or storage.path("registry")
     embeddings_root = config.train.embeddings_root or storage.path("embeddings")
@@ -41,9 +49,22 @@ def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
                   train_config.embedded_views())
     trained = train_model(config.dataset_dir, storage.path("runs"), train_config)
     champion = score_champion(registry_root, reg.model_name, config.dataset_dir)
+    review_wanted = reg.approval == "required"
     registration = register_model(trained.model_dir, registry_root, reg.model_name,
-                                  reg.margin, reg.force, champion)
-    links = report_links(trained, config.dataset_dir, storage.path("catalogs"))
-    publish_report(trained.metrics, registration, links, config.notes)
+                                  reg.margin, reg.force, champion, review_wanted)
+    posters = pick_card_posters(registration.path, config.dataset_dir)
+    card_inputs = (champion, posters, config.dataset_dir, registry_root, storage.data_root,
+                   config.notes)
+    if review_wanted and registration.alias == CHALLENGER:
+        card = write_model_card(trained, registration, *card_inputs, status="awaiting approval")
+        review = request_review(card_markdown(card.data, card.path), reg.approval_timeout_s)
+        registration = apply_review(review, registration, registry_root, reg.margin, reg.force,
+                                    champion)
+        status = "" if review else "challenger: approval timed out"
+        card = write_model_card(trained, registration, *card_inputs, status=status)
+    else:
+        card = write_model_card(trained, registration, *card_inputs)
+    publish_report(card, registration, report_links(trained, config.dataset_dir,
+                                                     storage.path("catalogs")))
     return TrainFlowResult(trained.model_dir, trained.report_dir, registration.path,
-                           registration.version, registration.alias, trained.metrics)
+                           registration.version, registration.alias, trained.metrics, card.path)

@@ -1,4 +1,5 @@
-"""Prefect tasks of the train stages: embed, train (+ evaluate, export), gate, register, report.
+"""Prefect tasks of the train stages: embed, train (+ evaluate, export), gate, register, card,
+review, report.
 
 Each task calls one stage function from `tasks/` (or the registry) and passes only paths and
 small result dataclasses across task boundaries. Only the registry write retries; training
@@ -7,6 +8,7 @@ and evaluation fail deterministically.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
@@ -14,14 +16,37 @@ from prefect.context import get_run_context
 
 from flows.artifacts import ReportLinks, publish_report_artifacts, report_markdown
 from flows.caching import IO_RETRIES, StageCache, missing_outputs
+from flows.events import evented_registry
 from storage.fs import atomic_write_text, join
 from storage.runs import new_run_id
 
 if TYPE_CHECKING:
+    from flows.approval import Review
     from tasks.embed import EmbedResult
     from tasks.images import View
+    from tasks.model_card import CardData, PosterExample
     from tasks.promotion import Registration
     from tasks.train import TrainConfig, TrainResult
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion's metrics on the candidate's test split (`evaluate_saved_model`)."""
+
+    version: int
+    metrics: dict[str, Any]
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A written card: its path beside the version, and what the artifact and form show."""
+
+    path: str
+    data: CardData
 
 
 def flow_run_id() -> str | None:
@@ -58,48 +83,110 @@ def train_model(dataset_dir: str, runs_root: str, config: TrainConfig) -> TrainR
 
 
 @task(name="score-champion")
-def score_champion(registry_root: str, model_name: str, dataset_dir: str) -> float | None:
-    """The champion's test macro F1 on the candidate's test split (None without a champion)."""
-    from storage.registry import NotFoundError, Registry
+def score_champion(registry_root: str, model_name: str, dataset_dir: str) -> ChampionScore | None:
+    """The champion's test metrics on the candidate's test split (None without a champion)."""
+    from storage.registry import CHAMPION, NotFoundError, Registry
     from tasks.evaluate import evaluate_saved_model
 
+    registry = Registry(registry_root)
     try:
-        champion = Registry(registry_root).path(model_name)
+        version = registry.resolve(model_name, CHAMPION)
+        champion = registry.path(model_name, version)
     except NotFoundError:
         get_run_logger().info("no champion for %s yet", model_name)
         return None
-    score = float(evaluate_saved_model(champion, dataset_dir, split="test")["macro_f1"])
-    get_run_logger().info("champion %s scores test macro F1 %.4f on %s", champion, score,
-                          dataset_dir)
+    score = ChampionScore(version, evaluate_saved_model(champion, dataset_dir, split="test"))
+    get_run_logger().info("champion %s scores test macro F1 %.4f on %s", champion,
+                          score.macro_f1, dataset_dir)
     return score
 
 
 @task(name="register-model", persist_result=True, **IO_RETRIES,
       cache_policy=StageCache(stale=missing_outputs(lambda r: [r.path]),
-                              ignore=("margin", "force", "champion_score")))
+                              ignore=("margin", "force", "champion", "awaiting_approval")))
 def register_model(model_dir: str, registry_root: str, model_name: str, margin: float,
-                   force: bool, champion_score: float | None) -> Registration:
+                   force: bool, champion: ChampionScore | None,
+                   awaiting_approval: bool = False) -> Registration:
     """Add the exported model as a new registry version and apply the promotion gate.
 
-    Cached on the model folder alone: a rerun never registers the same trained model twice.
+    With `awaiting_approval` the version becomes challenger and the gate waits for the
+    review. Cached on the model folder alone: a rerun never registers the same model twice.
     """
-    from storage.registry import Registry
     from tasks.promotion import register_candidate
 
     reg = register_candidate(
-        Registry(registry_root), model_dir, model_name, margin=margin,
-        champion_score=champion_score, force=force, flow_run_id=flow_run_id(),
+        evented_registry(registry_root), model_dir, model_name, margin=margin,
+        champion_score=champion.macro_f1 if champion else None, force=force,
+        flow_run_id=flow_run_id(), awaiting_approval=awaiting_approval,
     )
     get_run_logger().info("registered %s v%d as %s: %s", model_name, reg.version, reg.alias,
                           reg.decision.reason)
     return reg
 
 
+@task(name="pick-card-posters")
+def pick_card_posters(version_dir: str, dataset_dir: str
+                      ) -> tuple[list[PosterExample], list[PosterExample]]:
+    """The registered model's best- and worst-predicted test posters, for its card."""
+    from tasks.model_card import collect_posters
+
+    return collect_posters(version_dir, dataset_dir)
+
+
+@task(name="write-model-card", **IO_RETRIES)
+def write_model_card(trained: TrainResult, registration: Registration,
+                     champion: ChampionScore | None, posters: tuple[list, list],
+                     dataset_dir: str, registry_root: str, data_root: str, notes: list[str],
+                     status: str = "") -> ModelCard:
+    """Render the version's card and store it beside the version (`storage.cards`)."""
+    from storage.cards import write_card
+    from storage.registry import Registry
+    from tasks.model_card import CardData, collect_lineage, read_figures, render_card_html
+
+    info = Registry(registry_root).info(registration.model, registration.version)
+    lineage = collect_lineage(info.lineage, dataset_dir, join(data_root, "catalogs"),
+                              join(data_root, "posters"), info.metadata.get("flow_run_id"))
+    decision = registration.decision
+    data = CardData(
+        registration.model, registration.version, registration.alias, decision.reason,
+        decision.promoted, decision.forced, info.metadata["metrics"], lineage,
+        champion.version if champion else None, champion.metrics if champion else None,
+        read_figures(trained.report_dir), posters[0], posters[1], list(notes), status)
+    path = write_card(registry_root, registration.model, registration.version,
+                      render_card_html(data), lineage)
+    get_run_logger().info("model card: %s", path)
+    return ModelCard(path, data)
+
+
+@task(name="apply-review", **IO_RETRIES)
+def apply_review(review: Review | None, registration: Registration, registry_root: str,
+                 margin: float, force: bool, champion: ChampionScore | None) -> Registration:
+    """Approved: the gate decides (forced if asked); rejected: stays challenger, with the reason."""
+    from storage.registry import CHALLENGER, CHAMPION
+    from tasks.promotion import Registration, hold_as_challenger, promote
+
+    if review is None:
+        return registration
+    registry, model, version = evented_registry(registry_root), registration.model, \
+        registration.version
+    if review.approve:
+        decision = promote(registry, model, version, margin=margin,
+                           champion_score=champion.macro_f1 if champion else None,
+                           force=force or review.force, flow_run_id=flow_run_id(),
+                           action="approve", approval=review.reason)
+    else:
+        decision = hold_as_challenger(
+            registry, model, version, f"rejected by reviewer: {review.reason or 'no reason given'}",
+            action="reject", flow_run_id=flow_run_id())
+    get_run_logger().info("review of %s v%d: %s", model, version, decision.reason)
+    return Registration(model, version, registration.path,
+                        CHAMPION if decision.promoted else CHALLENGER, decision)
+
+
 @task(name="publish-report")
-def publish_report(metrics: dict[str, Any], registration: Registration, links: ReportLinks,
-                   notes: list[str]) -> str:
-    """The run report as a markdown artifact and as `report/summary.md` beside the plots."""
-    markdown = report_markdown(metrics, registration, links, notes)
+def publish_report(card: ModelCard, registration: Registration, links: ReportLinks) -> str:
+    """The card's tables as a markdown artifact and `report/summary.md`; links to card, model."""
+    markdown = report_markdown(card.data, card.path, registration.path, links)
     atomic_write_text(join(links.report_dir, "summary.md"), markdown)
-    publish_report_artifacts(markdown, registration)
+    publish_report_artifacts(markdown, registration, card.path)
     return markdown

@@ -38,7 +38,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -231,11 +231,20 @@ class AliasChanges:
         self.changed = True
 
 
-class Registry:
-    """A registry rooted at a local folder (default) or any fsspec URL."""
+AliasListener = Callable[["Registry", str, list[dict[str, Any]]], None]
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+
+class Registry:
+    """A registry rooted at a local folder (default) or any fsspec URL.
+
+    `on_alias_change(registry, model, entries)` is called after every alias write with the
+    history entries it added (the flows emit Prefect events from it: `flows.events`).
+    """
+
+    def __init__(self, root: str | os.PathLike[str],
+                 on_alias_change: AliasListener | None = None) -> None:
         self.root = str(root)
+        self.on_alias_change = on_alias_change
         self.fs, self._root = url_to_fs(root)
         self.local = isinstance(self.fs, LocalFileSystem)
 
@@ -411,11 +420,14 @@ class Registry:
         """
         with self._alias_lock(model):
             changes = AliasChanges(self.aliases(model))
+            before = len(changes.state["history"])
             yield changes
             if changes.changed:
                 mdir = self._url(self._model_dir(model))
                 atomic_write_json(f"{mdir}/{ALIASES}", changes.state)
                 write_serving_config(mdir, model, changes.state["aliases"])
+        if changes.changed and self.on_alias_change is not None:
+            self.on_alias_change(self, model, changes.state["history"][before:])
 
     def set_alias(self, model: str, alias: str, version: int, reason: str = "") -> None:
         """Point any alias except champion (moved only by the gate or `rollback`) at a version."""

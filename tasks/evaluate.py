@@ -228,14 +228,25 @@ def evaluate_saved_model(
     model_dir: str | Path, dataset_dir: str | Path, split: str = "test"
 ) -> dict[str, Any]:
     """Score an exported model on a dataset split through its serving signature (raw bytes in)."""
+    from tasks.export import load_model_assets
+
+    assets = load_model_assets(model_dir)
+    truth, prob = predict_split(model_dir, dataset_dir, split)
+    result = split_metrics(truth, prob, assets["labels"], assets["thresholds"])
+    return {"split": split, "model_dir": str(model_dir), **result}
+
+
+def predict_split(
+    model_dir: str | Path, dataset_dir: str | Path, split: str = "test"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, probabilities) of an exported model on a split, in `read_records` order."""
     import tensorflow as tf
 
     from storage.datasets import load_dataset_info
     from storage.shard_reader import read_records
     from tasks.export import load_model_assets
 
-    assets = load_model_assets(model_dir)
-    labels = assets["labels"]
+    labels = load_model_assets(model_dir)["labels"]
     dataset_labels = load_dataset_info(dataset_dir).labels
     if labels != dataset_labels:
         raise LabelMismatchError(
@@ -248,6 +259,4 @@ def evaluate_saved_model(
         y_true.append(batch["labels"].numpy())
     if not y_true:
         raise ValueError(f"split {split!r} of {dataset_dir} has no records to evaluate on")
-    truth, prob = np.concatenate(y_true), np.concatenate(y_prob)
-    result = split_metrics(truth, prob, labels, assets["thresholds"])
-    return {"split": split, "model_dir": str(model_dir), **result}
+    return np.concatenate(y_true), np.concatenate(y_prob)

@@ -107,8 +107,13 @@ def promote(
     force: bool = False,
     flow_run_id: str | None = None,
     action: str = "promote",
+    approval: str | None = None,
 ) -> GateDecision:
-    """Gate a verified version against the champion; on refusal it becomes challenger."""
+    """Gate a verified version against the champion; on refusal it becomes challenger.
+
+    `approval` is a reviewer's reason for approving (recorded before the gate's reason):
+    approval lets the gate decide, it does not bypass it; only `force` does.
+    """
     candidate = registry.verified(model, version)
     with registry.editing_aliases(model) as aliases:
         current = aliases.get(CHAMPION)
@@ -119,6 +124,9 @@ def promote(
         if force and not decision.promoted:
             reason = f"forced over the gate: {decision.reason}"
             decision = replace(decision, promoted=True, forced=True, reason=reason)
+        if approval is not None:
+            decision = replace(decision, reason=f"approved ({approval or 'no reason given'}); "
+                               f"{decision.reason}")
         entry: dict[str, Any] = {
             "action": action,
             "forced": decision.forced,
@@ -135,6 +143,23 @@ def promote(
     return decision
 
 
+def hold_as_challenger(
+    registry: Registry,
+    model: str,
+    version: int,
+    reason: str,
+    *,
+    action: str = "register",
+    flow_run_id: str | None = None,
+) -> GateDecision:
+    """Make (or keep) a version challenger without gating it, e.g. until a reviewer decides."""
+    candidate = registry.verified(model, version)
+    with registry.editing_aliases(model) as aliases:
+        aliases.move(CHALLENGER, version, action=action, reason=reason, flow_run_id=flow_run_id)
+    log.info("%s v%d challenger: %s", model, version, reason)
+    return GateDecision(False, reason, candidate.test_macro_f1)
+
+
 def register_candidate(
     registry: Registry,
     model_dir: str | os.PathLike[str],
@@ -144,12 +169,20 @@ def register_candidate(
     champion_score: float | None = None,
     force: bool = False,
     flow_run_id: str | None = None,
+    awaiting_approval: bool = False,
 ) -> Registration:
-    """Publish an exported model as the registry's next version, then gate it."""
+    """Publish an exported model as the registry's next version, then gate it.
+
+    `awaiting_approval` leaves it challenger instead: the gate runs once a reviewer approves.
+    """
     export = read_export(model_dir)
     published = registry.publish(
         export, model, test_split=split_key(export.lineage), flow_run_id=flow_run_id
     )
+    if awaiting_approval:
+        decision = hold_as_challenger(registry, model, published.version, "awaiting approval",
+                                      flow_run_id=flow_run_id)
+        return Registration(model, published.version, published.path, CHALLENGER, decision)
     decision = promote(
         registry,
         model,

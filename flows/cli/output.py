@@ -83,5 +83,6 @@ def print_run(summary: dict, as_json: bool) -> None:
             f"{summary['test_macro_f1']:.3f}\n"
             f"registered:  {summary['registry_path']} (v{summary['version']}, "
             f"{summary['alias']})\n"
+            f"model card:  {summary['model_card']}\n"
             f"model:       {summary['model_dir']}\nreport:      {summary['report_dir']}\n"
             f"Data Docs:   {summary['data_docs']}", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,9 +42,19 @@ def _registry(
 
 
 def _open_registry(ctx: typer.Context) -> tuple[Registry, str]:
-    """The Registry and model name chosen by `posterflow registry --root/--model`."""
+    """The Registry and model name chosen by `posterflow registry --root/--model`.
+
+    With a Prefect server configured (PREFECT_API_URL), alias changes are sent to it as
+    events (`flows.events`); without one there is nobody to tell, so none are sent.
+    """
+    import os
+
     from storage.registry import Registry
 
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.events import evented_registry
+
+        return evented_registry(ctx.obj["root"]), ctx.obj["model"]
     return Registry(ctx.obj["root"]), ctx.obj["model"]
 
 
@@ -131,14 +141,64 @@ def registry_show(ctx: typer.Context, ref: RegistryRef = "champion") -> None:
     registry, model = _open_registry(ctx)
     with _registry_errors():
         info = registry.info(model, registry.resolve(model, ref))
+    from storage.cards import card_path, read_card_facts
+
     version, state = info.version, registry.aliases(model)
+    facts = read_card_facts(registry.root, model, version)
     echo_json({
         "version": version,
         "path": info.path,
         "aliases": sorted(a for a, n in state["aliases"].items() if n == version),
+        "data": {
+            "dataset_version": info.lineage.get("dataset_version"),
+            "dataset_dir": facts.get("dataset_dir"),
+            "catalog_hash": facts.get("catalog_hash"),
+            "data_docs": facts.get("data_docs"),
+            "fetch_reports": facts.get("fetch_reports", []),
+        },
+        "card": card_path(registry.root, model, version) if facts else None,
         "history": [h for h in state["history"] if version in (h["version"], h["previous"])],
         "registry": info.metadata,
     })
+
+
+@registry_app.command("card")
+def registry_card(ctx: typer.Context, ref: RegistryRef = "champion") -> None:
+    """Print the path of a version's model card (one offline HTML file)."""
+    from storage.cards import card_path
+    from storage.fs import exists
+
+    registry, model = _open_registry(ctx)
+    with _registry_errors():
+        version = registry.resolve(model, ref)
+    path = card_path(registry.root, model, version)
+    if not exists(path):
+        fail("error:", f"{model} v{version} has no model card ({path})", code=2)
+    typer.echo(path)
+
+
+@registry_app.command("which-data")
+def registry_which_data(
+    ctx: typer.Context,
+    dataset_version: Annotated[str, typer.Argument(help="A dataset version id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The versions trained on DATASET_VERSION (exit 1 when none was)."""
+    registry, model = _open_registry(ctx)
+    aliases = registry.aliases(model)["aliases"]
+    infos = [registry.info(model, v) for v in registry.versions(model)]
+    rows: list[dict[str, Any]] = [
+        {"version": i.version, "aliases": sorted(a for a, n in aliases.items() if n == i.version),
+         "test_macro_f1": i.test_macro_f1, "path": i.path}
+        for i in infos if i.lineage.get("dataset_version") == dataset_version]
+    if as_json:
+        echo_json(rows)
+    else:
+        for r in rows:
+            typer.echo(f"v{r['version']}\t{','.join(r['aliases']) or '-'}\t"
+                       f"{r['test_macro_f1']:.4f}\t{r['path']}")
+    if not rows:
+        raise typer.Exit(1)
 
 
 @registry_app.command("promote")

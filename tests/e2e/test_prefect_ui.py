@@ -163,3 +163,100 @@ def test_custom_run_from_the_ui_registers_a_new_version(prefect_server, worker, 
     assert run["parameters"]["config"]["catalog_csv"] == served_demo.csv_path
     assert sorted(p.name for p in registry.glob("posterflow/[0-9]*")) == ["1"]
     assert list(Path(new_root).glob("runs/*/model/saved_model.pb"))
+
+
+def _paused_run(url: str, flow_name: str) -> dict[str, Any]:
+    """The first PAUSED run of `flow_name`, once there is one."""
+    deadline = time.monotonic() + RUN_S
+    while time.monotonic() < deadline:
+        runs = _api(f"{url}/api/flow_runs/filter", {
+            "flows": {"name": {"any_": [flow_name]}},
+            "flow_runs": {"state": {"name": {"any_": ["Paused"]}}}})
+        if runs:
+            return runs[0]
+        time.sleep(2)
+    raise AssertionError(f"no paused {flow_name} run within {RUN_S} s")
+
+
+def _assert_opens_offline_with_every_image(browser: Any, card: Path) -> None:
+    """Open the card from disk with the network cut: it renders, every image decodes, and
+    the page asks for nothing but its own file."""
+    context = browser.new_context(offline=True)
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(card.as_uri())
+    page.wait_for_load_state("load")
+    images = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth)")
+    assert len(images) >= 4 and all(images), images  # figures + best and worst posters
+    assert page.get_by_text("Worst-predicted test posters").is_visible()
+    assert requests == [card.as_uri()], requests  # data: URIs are not requests
+    context.close()
+
+
+def test_approval_in_the_ui_promotes_and_emits_the_event(prefect_server, served_demo,
+                                                         standin_backbone, tmp_path):
+    """`registry.approval: required`: the run pauses; Resume > approve > Submit in the UI
+    makes the version champion; the event is on the server; the card opens offline."""
+    import yaml
+    from playwright.sync_api import sync_playwright
+
+    url, env = prefect_server
+    config = tiny_config_data(served_demo.csv_path, tmp_path / "data", standin_backbone)
+    config["registry"] = {"root": str(tmp_path / "reg"), "approval": "required",
+                          "approval_timeout_s": RUN_S}
+    (tmp_path / "retrain.yaml").write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 (closed below)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "--config", str(tmp_path / "retrain.yaml"),
+         "--json"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+        start_new_session=True)
+    try:
+        paused = _paused_run(url, "train")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            try:
+                page.goto(f"{url}/runs/flow-run/{paused['id']}")
+                page.get_by_role("button", name="Resume").click()
+                dialog = page  # the Resume Flow Run modal is all the page's forms now
+                dialog.get_by_text("macro F1 @0.5").wait_for()  # the card's headline table
+                dialog.get_by_text("awaiting approval").first.wait_for()
+
+                def field(title: str) -> Any:
+                    return dialog.locator(
+                        f"xpath=.//span[starts-with(normalize-space(), '{title}')]/ancestor::div"
+                        "[contains(concat(' ', @class, ' '), ' schema-form-property ')][1]")
+
+                approve = field("Approve").locator("input[type=checkbox]")
+                approve.evaluate("toggle => toggle.click()")  # the input hides behind its knob
+                assert approve.is_checked()
+                field("Reason").locator("textarea, input").first.fill("approved in the UI")
+                dialog.get_by_role("button", name="Submit").click()
+                stdout, _ = run.communicate(timeout=RUN_S)
+                _assert_opens_offline_with_every_image(
+                    browser, tmp_path / "reg/posterflow/cards/1.html")
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+                raise
+            finally:
+                browser.close()
+    finally:
+        _stop(run)
+        log.close()
+
+    assert run.returncode == 0, (tmp_path / "run.log").read_text()[-4000:]
+    summary = json.loads(stdout)
+    assert (summary["version"], summary["alias"]) == (1, "champion")
+    aliases = json.loads((tmp_path / "reg/posterflow/aliases.json").read_text())
+    assert aliases["aliases"] == {"champion": 1}
+    assert aliases["history"][-2]["reason"].startswith("approved (approved in the UI); ")
+    deadline = time.monotonic() + 30
+    while True:
+        events = _api(f"{url}/api/events/filter", {
+            "filter": {"event": {"name": ["posterflow.model.promoted"]}}})["events"]
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert [e["resource"]["posterflow.version"] for e in events] == ["1"]
+    assert events[0]["payload"]["reason"].startswith("approved (approved in the UI)")

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +26,12 @@ from tests.flow_helpers import stage_state, tiny_config_data
 
 pytestmark = pytest.mark.slow
 KILL_WAIT_S = 240
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data root for the module's in-process runs, so later tests reuse the training."""
+    return tmp_path_factory.mktemp("flows") / "data"
 
 
 def _artifacts(keys: list[str]) -> dict[str, str]:
@@ -51,13 +59,12 @@ def _assert_table_counts_every_reject(table: list[dict], catalog_dir: str) -> No
 
 
 def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_backbone,
-                                                 tmp_path):
+                                                 data_root):
     import tensorflow as tf
 
     from flows.runs import run_retrain
     from storage.registry import Registry
 
-    data_root = tmp_path / "data"
     config = RetrainConfig.model_validate(
         tiny_config_data(served_demo.csv_path, data_root, standin_backbone))
     first = run_retrain(config)
@@ -69,13 +76,16 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     assert out["fetch_outcomes"]["http_4xx"] == 1  # the demo's row without a poster file
     assert Path(out["data_docs"]).is_file() and Path(out["report_dir"], "metrics.json").is_file()
 
-    arts = _artifacts(["catalog-validation", "fetch-outcomes", "model-report",
-                       "registered-model", "catalog-data-docs"])
-    assert set(arts) == {"catalog-validation", "fetch-outcomes", "model-report",
-                         "registered-model", "catalog-data-docs"}
+    keys = ["catalog-validation", "fetch-outcomes", "model-report", "model-card",
+            "registered-model", "catalog-data-docs"]
+    arts = _artifacts(keys)
+    assert set(arts) == set(keys)
     assert "> integration test run" in arts["model-report"]
     assert Path(out["report_dir"], "summary.md").read_text() == arts["model-report"]
-    assert "| label | precision | recall |" in arts["model-report"]
+    assert "| genre | threshold | precision | recall |" in arts["model-report"]
+    assert out["model_card"] == str(data_root / "registry/posterflow/cards/1.html")
+    assert f"(file://{out['model_card']})" in arts["model-card"]
+    assert "Worst-predicted test posters" in Path(out["model_card"]).read_text()
     _assert_table_counts_every_reject(json.loads(arts["catalog-validation"]), out["catalog_dir"])
 
     registry = Registry(str(data_root / "registry"))
@@ -91,6 +101,86 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
                   "train-model", "register-model"):
         assert stage_state(second.stages, stage) == {"Cached"}, (stage, second.stages)
     assert second.as_dict()["version"] == 1 and registry.versions("posterflow") == [1]
+
+
+def _wait_for_paused_run(flow_name: str, timeout_s: float = KILL_WAIT_S) -> Any:
+    """The first PAUSED run of a flow, once there is one."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateName,
+    )
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    name=FlowRunFilterStateName(any_=["Paused"]))))
+            if runs:
+                return runs[0]
+            time.sleep(1)
+    raise AssertionError(f"no paused {flow_name} run within {timeout_s} s")
+
+
+def _model_events(model: str, timeout_s: float = 60) -> list[Any]:
+    """posterflow.model.* events about `model`, read back through the server's API."""
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_events(EventFilter(event=EventNameFilter(
+                prefix=["posterflow.model."])), limit=50)
+            mine = [e for e in page.events if e.resource.get("posterflow.model") == model]
+            if len({e.event for e in mine}) >= 2 or time.monotonic() > deadline:
+                return sorted(mine, key=lambda e: e.occurred)
+            time.sleep(1)
+
+
+def test_approval_required_pauses_times_out_then_an_api_approval_promotes(
+        harness, served_demo, standin_backbone, data_root, tmp_path):
+    """Reuses the first test's training when it ran (same data root, another registry)."""
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.runs import run_retrain
+    from storage.registry import Registry
+
+    data = tiny_config_data(served_demo.csv_path, data_root, standin_backbone)
+    data["registry"] = {"root": str(tmp_path / "reg"), "model_name": "reviewed",
+                        "approval": "required", "approval_timeout_s": 3}
+    timed_out = run_retrain(RetrainConfig.model_validate(data))  # Prefect fails the paused
+    assert timed_out.as_dict()["alias"] == "challenger"  # train subflow: "never resumed"
+    registry = Registry(str(tmp_path / "reg"))
+    assert registry.aliases("reviewed")["aliases"] == {"challenger": 1}
+    card = tmp_path / "reg/reviewed/cards/1.html"
+    assert "approval timed out" in card.read_text()
+
+    data["registry"]["approval_timeout_s"] = 600
+    with ThreadPoolExecutor(1) as pool:
+        approved = pool.submit(run_retrain, RetrainConfig.model_validate(data))
+        paused = _wait_for_paused_run("train")
+        resume_flow_run(paused.id, run_input={"approve": True, "reason": "posters look right"})
+        summary = approved.result(timeout=KILL_WAIT_S)
+    assert summary.error is None, summary.error
+    assert (summary.as_dict()["version"], summary.as_dict()["alias"]) == (1, "champion")
+    state = registry.aliases("reviewed")
+    assert state["aliases"] == {"champion": 1}
+    assert state["history"][-2]["reason"].startswith("approved (posters look right); ")
+    assert "champion" in card.read_text() and "awaiting approval" not in card.read_text()
+
+    events = _model_events("reviewed")
+    assert [e.event for e in events][:1] == ["posterflow.model.challenger"]
+    promoted = [e for e in events if e.event == "posterflow.model.promoted"]
+    assert promoted, [e.event for e in events]
+    assert promoted[0].resource["posterflow.version"] == "1"
+    assert promoted[0].payload["reason"].startswith("approved (posters look right)")
+    assert promoted[0].payload["metrics"]["test_macro_f1"] == summary.as_dict()["test_macro_f1"]
 
 
 def _run_env(tmp_path: Path) -> dict[str, str]:

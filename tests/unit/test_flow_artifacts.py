@@ -6,7 +6,7 @@ from __future__ import annotations
 from flows.artifacts import ReportLinks, report_markdown, validation_rows
 from flows.ingest_tasks import _fetch_stale
 from tasks.fetch import FetchResult
-from tasks.promotion import GateDecision, Registration
+from tasks.model_card import CardData
 
 
 def _fetch_result(tmp_path, outcomes) -> FetchResult:
@@ -41,22 +41,20 @@ def test_validation_rows_list_checks_reasons_and_accepted():
     assert rows[-1]["rows"] == 97
 
 
-def test_report_markdown_has_metrics_gate_labels_links_and_notes():
+def test_report_markdown_is_the_card_tables_then_links() -> None:
     metrics = {"val": {"macro_f1": 0.5, "macro_f1_tuned": 0.6, "micro_f1": 0.55},
                "test": {"macro_f1": 0.4, "per_label_tuned": {
                    "Drama": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 3}}}}
-    decision = GateDecision(promoted=False, reason="test macro F1 0.4 < 0.5",
-                            candidate_f1=0.4, baseline_f1=0.5, champion=2)
-    registration = Registration(model="posterflow", version=3, path="/r/posterflow/3",
-                                alias="challenger", decision=decision)
+    card = CardData("posterflow", 3, "challenger", "test macro F1 0.4 < 0.5", False, False,
+                    metrics, {"dataset_version": "ds-1"}, notes=["STAND-IN BACKBONE"])
     links = ReportLinks(model_dir="/runs/a/model", report_dir="/runs/a/report",
                         data_docs="/c/data_docs/index.html")
-    md = report_markdown(metrics, registration, links, ["STAND-IN BACKBONE: not MobileNetV2"])
+    md = report_markdown(card, "/r/posterflow/cards/3.html", "/r/posterflow/3", links)
     assert md.startswith("# posterflow v3 (challenger)")
     assert "> STAND-IN BACKBONE" in md
-    assert "| val | 0.5000 | 0.6000 | 0.5500 |" in md
-    assert "| test | 0.4000 | - | - |" in md
-    assert "| Drama | 0.5000 | 1.0000 | 0.6667 | 3 |" in md
-    assert "**Gate:** test macro F1 0.4 < 0.5" in md
+    assert "| macro F1 @0.5 | 0.5000 | 0.4000 | - |" in md
+    assert "| Drama | - | 0.5000 | 1.0000 | 0.6667 | 3 | - |" in md
+    assert "**Decision:** posterflow v3 is challenger: test macro F1 0.4 < 0.5" in md
+    assert "(file:///r/posterflow/cards/3.html)" in md
     assert "`/c/data_docs/index.html`" in md and "`/r/posterflow/3`" in md
     assert "`/runs/a/model`" in md and "`/runs/a/report`" in md

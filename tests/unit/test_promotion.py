@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from storage.registry import Registry, VersionInfo
-from tasks.promotion import UNKNOWN_SPLIT, gate, promote, register_candidate, split_key
+from tasks.promotion import (
+    UNKNOWN_SPLIT,
+    gate,
+    hold_as_challenger,
+    promote,
+    register_candidate,
+    split_key,
+)
 from tests.registry_helpers import make_export, model_files_without_tensorflow
 
 MODEL = "posterflow"
@@ -123,3 +130,34 @@ def test_promoting_the_champion_again_changes_nothing(export: Export, tmp_path: 
     decision = promote(registry, MODEL, 1, margin=0.9)
     assert (decision.promoted, decision.reason) == (True, "v1 is already champion")
     assert aliases_file.read_bytes() == before
+
+
+def test_awaiting_approval_leaves_the_candidate_challenger(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    register_candidate(registry, export(0.5), MODEL)
+    held = register_candidate(registry, export(0.9), MODEL, awaiting_approval=True)
+    assert (held.version, held.alias, held.decision.promoted) == (2, "challenger", False)
+    assert registry.aliases(MODEL)["aliases"] == {"champion": 1, "challenger": 2}
+    assert registry.aliases(MODEL)["history"][-1]["reason"] == "awaiting approval"
+
+
+def test_approval_goes_through_the_gate_and_is_recorded(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    register_candidate(registry, export(0.5), MODEL)
+    register_candidate(registry, export(0.4), MODEL, awaiting_approval=True)
+    refused = promote(registry, MODEL, 2, approval="looks fine", action="approve")
+    assert not refused.promoted and refused.reason.startswith("approved (looks fine); test")
+    forced = promote(registry, MODEL, 2, approval="ship it", force=True, action="approve")
+    assert forced.promoted and forced.forced
+    last = registry.aliases(MODEL)["history"][-2]
+    assert (last["alias"], last["forced"], last["action"]) == ("champion", True, "approve")
+    assert "approved (ship it); forced over the gate" in last["reason"]
+
+
+def test_rejection_keeps_the_challenger_with_the_reason(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    register_candidate(registry, export(0.5), MODEL, awaiting_approval=True)
+    hold_as_challenger(registry, MODEL, 1, "rejected by reviewer: blurry", action="reject")
+    state = registry.aliases(MODEL)
+    assert state["aliases"] == {"challenger": 1}
+    assert state["history"][-1]["reason"] == "rejected by reviewer: blurry"

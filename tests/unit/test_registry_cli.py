@@ -84,3 +84,22 @@ def test_bad_input_exit_codes(exports: dict[str, Path], tmp_path: Path) -> None:
     assert code == 2 and "no alias 'champion'" in err
     assert cli(root, "path", "7")[0] == 2
     assert cli(root, "rollback")[0] == 2
+
+
+def test_card_show_data_and_which_data(exports: dict[str, Path], tmp_path: Path) -> None:
+    from storage.cards import write_card
+
+    root = tmp_path / "reg"
+    assert cli(root, "register", str(exports["base"]))[0] == 0
+    assert cli(root, "card", "1")[0] == 2  # registered without a card
+    facts = {"dataset_dir": "/d/ds-1", "catalog_hash": "c0ffee",
+             "fetch_reports": ["/p/fetch-reports/r1.parquet"]}
+    path = write_card(str(root), "posterflow", 1, "<html></html>", facts)
+    assert cli(root, "card", "champion")[1].strip() == path
+    shown = json.loads(cli(root, "show", "1")[1])
+    assert shown["data"]["dataset_version"] == "ds-1" and shown["card"] == path
+    assert shown["data"]["catalog_hash"] == "c0ffee"
+    assert shown["data"]["fetch_reports"] == ["/p/fetch-reports/r1.parquet"]
+    code, out, _ = cli(root, "which-data", "ds-1", "--json")
+    assert code == 0 and [r["version"] for r in json.loads(out)] == [1]
+    assert cli(root, "which-data", "ds-2")[0] == 1
