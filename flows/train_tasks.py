@@ -63,7 +63,7 @@ def score_champion(registry_root: str, model_name: str, dataset_dir: str) -> flo
     from tasks.evaluate import evaluate_saved_model
 
     try:
-        champion = Registry(registry_root).path(model_name)
+        champion = Registry(registry_root).local_path(model_name)  # TF loads local folders
     except NotFoundError:
         get_run_logger().info("no champion for %s yet", model_name)
         return None

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from flows.config import RetrainConfig
-from tests.flow_helpers import stage_state, tiny_config_data
+from tests.flow_helpers import run_env, stage_state, start_posterflow_run, tiny_config_data
 
 pytestmark = pytest.mark.slow
 KILL_WAIT_S = 240
@@ -93,32 +92,15 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     assert second.as_dict()["version"] == 1 and registry.versions("posterflow") == [1]
 
 
-def _run_env(tmp_path: Path) -> dict[str, str]:
-    """A `posterflow run` environment with its own Prefect home (ephemeral server, caches)."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    return env
-
-
-def _posterflow_run(config: Path, env: dict[str, str], log: Path,
-                    stdout: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
-    """Start `posterflow run --json` in its own process group (the flow + its API server)."""
-    with open(log, "ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
-            env=env, stdout=stdout, stderr=err, start_new_session=True)
-
-
 def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, standin_backbone,
                                                                  tmp_path):
     data_root = tmp_path / "data"
     config = tmp_path / "retrain.yaml"
     config.write_text(yaml.safe_dump(
         tiny_config_data(served_demo.csv_path, data_root, standin_backbone)))
-    env, log = _run_env(tmp_path), tmp_path / "run.log"
+    env, log = run_env(tmp_path), tmp_path / "run.log"
 
-    victim = _posterflow_run(config, env, log, stdout=subprocess.DEVNULL)
+    victim = start_posterflow_run(config, env, log, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + KILL_WAIT_S
     while not list(data_root.glob("embeddings/*/part-*.parquet")):  # embedding has begun
         assert victim.poll() is None, log.read_text()[-3000:]
@@ -128,7 +110,7 @@ def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, st
     victim.wait()
     assert not list(data_root.glob("registry/posterflow/[0-9]*"))
 
-    rerun = _posterflow_run(config, env, log)
+    rerun = start_posterflow_run(config, env, log)
     stdout, _ = rerun.communicate(timeout=KILL_WAIT_S)
     assert rerun.returncode == 0, log.read_text()[-3000:]
     summary = json.loads(stdout)
