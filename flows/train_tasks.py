@@ -91,7 +91,7 @@ def score_champion(registry_root: str, model_name: str, dataset_dir: str) -> Cha
     registry = Registry(registry_root)
     try:
         version = registry.resolve(model_name, CHAMPION)
-        champion = registry.path(model_name, version)
+        champion = registry.local_path(model_name, version)  # TF loads local folders only
     except NotFoundError:
         get_run_logger().info("no champion for %s yet", model_name)
         return None

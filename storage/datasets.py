@@ -97,9 +97,12 @@ def write_manifest(dataset_dir: str | os.PathLike[str], rows: list[dict[str, Any
 
 def read_manifest(dataset_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The manifest, sorted by split and shard index."""
-    fsys, path = fs.url_to_fs(fs.join(dataset_dir, MANIFEST))
-    with fsys.open(path, "rb") as f:
-        frame = pq.read_table(f, schema=MANIFEST_SCHEMA).to_pandas()
+    return parse_manifest(fs.read_bytes(fs.join(dataset_dir, MANIFEST)))
+
+
+def parse_manifest(data: bytes) -> pd.DataFrame:
+    """A manifest's Parquet bytes as a frame sorted by split and shard index."""
+    frame = pq.read_table(pa.BufferReader(data), schema=MANIFEST_SCHEMA).to_pandas()
     return frame.sort_values(["split", "index"], ignore_index=True)
 
 

@@ -190,6 +190,12 @@ def read_json(url: str | os.PathLike[str]) -> Any:
         return json.load(f)
 
 
+def read_bytes(url: str | os.PathLike[str]) -> bytes:
+    """The whole content of a (small) file from a local path or fsspec URL."""
+    fsys, path = url_to_fs(url)
+    return bytes(fsys.cat_file(path))
+
+
 def atomic_write_parquet(url: str | os.PathLike[str], table: Any) -> None:
     """Write a pyarrow Table or pandas DataFrame as Parquet, atomically."""
     import pyarrow as pa
@@ -209,23 +215,42 @@ def exists(url: str | os.PathLike[str]) -> bool:
 
 
 @contextlib.contextmanager
-def staged_dir(final: str | os.PathLike[str]) -> Iterator[str]:
-    """Yield a hidden staging folder that is renamed to `final` only on success.
+def staged_dir(final: str | os.PathLike[str], marker: str | None = None) -> Iterator[str]:
+    """Yield a local staging folder that becomes `final` only on success.
 
-    Local only: a folder rename is atomic on POSIX. If `final` already exists the staged
-    copy is discarded (immutable outputs: the first complete writer wins).
+    Local: a hidden sibling renamed into place (atomic on POSIX). Object stores: a local
+    scratch folder uploaded file by file with `marker` (the file a complete copy always has,
+    required there) last, so a reader that looks for the marker never sees a partial copy.
+    If `final` already holds a complete copy the staged one is discarded (immutable
+    outputs: the first complete writer wins).
     """
-    fs, path = url_to_fs(final)
-    if not isinstance(fs, LocalFileSystem):
-        raise ValueError(f"staged folders need a local path, got {final!s}")
+    fsys, path = url_to_fs(final)
+    if not isinstance(fsys, LocalFileSystem):
+        if marker is None:
+            raise ValueError(f"staging into {final!s} needs a marker file to upload last")
+        with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as scratch:
+            yield scratch
+            if not fsys.exists(f"{path}/{marker}"):
+                upload_tree(scratch, str(final), marker)
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     os.makedirs(tmp)
     try:
         yield tmp
-        rename_into_place(tmp, path)
+        rename_into_place(tmp, path, marker)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def upload_tree(local: str, final: str, marker: str) -> None:
+    """Upload a local folder's files under `final`, `marker` last (the commit point)."""
+    fsys, root = url_to_fs(final)
+    rels = sorted(str(p.relative_to(local)) for p in Path(local).rglob("*") if p.is_file())
+    if marker not in rels:
+        raise FileNotFoundError(f"{local} has no {marker}: nothing complete to upload")
+    for rel in [r for r in rels if r != marker] + [marker]:
+        fsys.put_file(os.path.join(local, rel), f"{root.rstrip('/')}/{rel}")
 
 
 def rename_into_place(staged: str, final: str, marker: str | None = None) -> None:

@@ -5,10 +5,12 @@
 <root>/<model>/aliases.json  {"aliases": {"champion": 3, ...}, "history": [...]}
 <root>/<model>/models.config TF Serving's config for the aliased versions (`storage.serving`)
 <root>/<model>/.lock         (local roots: serialises alias read-modify-write)
+<root>/<model>/<version>/.claim.json        (object stores: who allocated the number)
+<root>/<model>/.aliases/<generation>.json   (object stores: every alias state, numbered)
 ```
 
 This module publishes versions and moves aliases; which version deserves `champion` is
-the promotion policy's decision (`tasks.promotion`), made under the alias lock.
+the promotion policy's decision (`tasks.promotion`), made in `update_aliases`.
 
 What is atomic where:
 - Local/POSIX root (the default): a version is copied into a hidden staging folder
@@ -17,11 +19,18 @@ What is atomic where:
   also the version allocation: renaming onto an existing, non-empty version fails, so the
   writer retries with the next number and concurrent registrations never share one.
   Alias updates are read-modify-write under an `fcntl` lock, written temp + rename.
-- Object stores (s3://, gs://, memory://): there is no folder rename. Files are uploaded
-  into `<version>/` and `registry.json` is written last, as the commit marker: this module
-  ignores versions without it, but TF Serving polling the bucket could see a partial
-  version, and neither version allocation nor alias updates are locked. Run one writer
-  per model there (e.g. a Prefect concurrency limit of 1 on the register task).
+- Object stores (s3://, gs://, memory://): there is no folder rename and no lock, so
+  both writes use the store's conditional create (`storage.fs.create_exclusive`: S3
+  `If-None-Match: *`, GCS `ifGenerationMatch=0`). A version number is allocated by
+  creating `<version>/.claim.json` only-if-absent (the loser tries the next number), the
+  files are uploaded, and `registry.json` is written last, as the commit marker: readers
+  ignore versions without it (TF Serving serves only the versions `models.config` names).
+  An alias change is a compare-and-swap: the new state is created as the next numbered
+  `.aliases/<generation>.json`; when another writer took that generation the edit is
+  re-run on the newer state. `aliases.json` and `models.config` are then rewritten from
+  the newest generation (re-checked after writing, so the last write is never stale).
+  A store without conditional creates is refused (UnsafeStoreError), never raced.
+  A killed registration leaves a claim without `registry.json`: its number is skipped.
 
 Every file's sha256 is recorded at registration; `verify` re-hashes, and a version that
 fails it is never promoted, rolled back to, or returned by `path`/`load`.
@@ -30,33 +39,42 @@ fails it is never promoted, rolled back to, or returned by `path`/`load`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import fcntl
+import json
 import logging
 import math
 import os
+import random
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem
 
 from storage.fs import (
     TEMP_PREFIX,
+    ExclusiveCreateUnsupported,
     atomic_write_json,
     copy_tree_hashed,
+    create_exclusive,
     fsync_path,
     fsync_tree,
     list_files,
+    read_bytes,
     read_json,
+    sha256_bytes,
     sha256_file,
     temp_name,
     url_to_fs,
 )
+from storage.local_cache import Expected, local_copy
 from storage.serving import write_serving_config
 
 log = logging.getLogger(__name__)
@@ -66,6 +84,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 METADATA = "registry.json"
 ALIASES = "aliases.json"
+CLAIM = ".claim.json"  # object stores: created only-if-absent to allocate a version number
+GENERATIONS = ".aliases"  # object stores: <generation>.json, each alias state created once
+ALIAS_ATTEMPTS = 32  # compare-and-swap retries before an alias edit gives up
+T = TypeVar("T")
 REQUIRED_FILES = (
     "saved_model.pb",
     "variables/variables.index",
@@ -92,6 +114,39 @@ class NotFoundError(RegistryError):
 
 class CorruptVersionError(RegistryError):
     """A registered version no longer matches the checksums recorded at registration."""
+
+
+class CorruptRegistry(RegistryError):
+    """A registry file (registry.json, aliases.json, an alias generation) is damaged."""
+
+
+class UnsafeStoreError(RegistryError):
+    """The store offers no conditional create, so concurrent writers could collide."""
+
+
+class AliasConflict(RegistryError):
+    """Another writer changed the aliases between this edit's read and its write."""
+
+
+def read_registry_json(url: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The one reader of registry JSON: a JSON object with `required` keys, else CorruptRegistry.
+
+    FileNotFoundError passes through (absence is not damage); anything unreadable, truncated,
+    empty or of the wrong shape is reported naming the file.
+    """
+    try:
+        body = read_json(url)
+    except FileNotFoundError:
+        raise
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise CorruptRegistry(f"{url} is damaged: not valid JSON ({e})") from e
+    if not isinstance(body, dict):
+        raise CorruptRegistry(f"{url} is damaged: expected a JSON object, "
+                              f"found {type(body).__name__}")
+    missing = [key for key in required if key not in body]
+    if missing:
+        raise CorruptRegistry(f"{url} is damaged: missing {', '.join(missing)}")
+    return body
 
 
 @dataclass(frozen=True)
@@ -135,11 +190,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _check_name(model: str) -> str:
-    """Model names become folder names: no slashes, no leading dot."""
-    if not _NAME.match(model):
-        raise ValueError(f"model name must match {_NAME.pattern}, got {model!r}")
-    return model
+def _check_name(name: str, kind: str = "model name") -> str:
+    """Model and alias names become folder names and keys: no slashes, no leading dot."""
+    if not _NAME.match(name):
+        raise ValueError(f"{kind} must match {_NAME.pattern}, got {name!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -259,6 +314,7 @@ class Registry:
     def _folder_numbers(self, model: str) -> list[int]:
         """Every integer-named folder, registered or not (allocation must skip them all)."""
         mdir = self._model_dir(model)
+        self.fs.invalidate_cache(mdir)  # other machines write here: never trust a listing cache
         if not self.fs.isdir(mdir):
             return []
         names = (p.rstrip("/").rpartition("/")[2] for p in self.fs.ls(mdir, detail=False))
@@ -273,17 +329,43 @@ class Registry:
         """Metadata of one registered version."""
         path = f"{self._model_dir(model)}/{version}"
         try:
-            meta = read_json(self._url(f"{path}/{METADATA}"))
+            meta = read_registry_json(self._url(f"{path}/{METADATA}"),
+                                      ("files", "metrics", "lineage", "test_split"))
         except FileNotFoundError as e:
             raise NotFoundError(f"{model} has no registered version {version} ({path})") from e
         return VersionInfo(model, version, self._url(path), meta)
 
     def aliases(self, model: str) -> dict[str, Any]:
-        """The alias file: {"aliases": {name: version}, "history": [...]}."""
+        """The alias state: {"aliases": {name: version}, "history": [...]}."""
+        if self.local:
+            return self._read_aliases(self._url(f"{self._model_dir(model)}/{ALIASES}"))
+        return self._alias_generation(model)[1]
+
+    @staticmethod
+    def _read_aliases(url: str) -> dict[str, Any]:
         try:
-            return dict(read_json(self._url(f"{self._model_dir(model)}/{ALIASES}")))
+            state = read_registry_json(url, ("aliases", "history"))
         except FileNotFoundError:
             return {"aliases": {}, "history": []}
+        if not isinstance(state["aliases"], dict) or not isinstance(state["history"], list):
+            raise CorruptRegistry(f"{url} is damaged: expected an aliases mapping and a "
+                                  "history list")
+        return state
+
+    def _alias_generation(self, model: str) -> tuple[int, dict[str, Any]]:
+        """(newest generation number, its state) on an object store; 0 = aliases.json or none."""
+        gdir = f"{self._model_dir(model)}/{GENERATIONS}"
+        self.fs.invalidate_cache(gdir)
+        names = self.fs.ls(gdir, detail=False) if self.fs.isdir(gdir) else []
+        numbers = [int(n) for n in (p.rstrip("/").rpartition("/")[2].removesuffix(".json")
+                                    for p in names) if n.isdigit()]
+        if not numbers:
+            return 0, self._read_aliases(self._url(f"{self._model_dir(model)}/{ALIASES}"))
+        newest = max(numbers)
+        return newest, self._read_aliases(self._url(self._generation_path(model, newest)))
+
+    def _generation_path(self, model: str, generation: int) -> str:
+        return f"{self._model_dir(model)}/{GENERATIONS}/{generation:012d}.json"
 
     def resolve(self, model: str, ref: str | int) -> int:
         """A version number from a number or an alias name."""
@@ -299,11 +381,15 @@ class Registry:
 
     def verify(self, model: str, version: int) -> VerifyResult:
         """Re-hash every file of a version against the checksums recorded at registration."""
-        info = self.info(model, version)
+        try:
+            info = self.info(model, version)
+        except CorruptRegistry as e:
+            return VerifyResult(model, version, (str(e),))
         vdir = f"{self._model_dir(model)}/{version}"
         recorded: dict[str, dict[str, Any]] = info.metadata["files"]
         actual = list_files(self._url(vdir))
         actual.pop(METADATA, None)
+        actual.pop(CLAIM, None)
         problems = [
             f"{rel}: recorded at registration, now missing"
             for rel in sorted(set(recorded) - set(actual))
@@ -332,11 +418,27 @@ class Registry:
         """Folder (local path or URL) of a verified version, e.g. the champion, for serving."""
         return self.verified(model, self.resolve(model, ref)).path
 
+    def local_path(self, model: str, ref: str | int = CHAMPION) -> str:
+        """A local folder TensorFlow can load holding a verified version.
+
+        Local roots: the version itself. Object stores: this machine's copy in
+        `storage.local_cache`, keyed by the sha256 of the version's registry.json and
+        checked against its recorded checksums once, on arrival.
+        """
+        info = self.verified(model, self.resolve(model, ref))
+        if self.local:
+            return info.path
+        listing = {METADATA: read_bytes(f"{info.path}/{METADATA}")}
+        files = {rel: Expected(int(f["bytes"]), str(f["sha256"]))
+                 for rel, f in info.metadata["files"].items()}
+        return str(local_copy("models", sha256_bytes(listing[METADATA]), info.path, files,
+                              listing))
+
     def load(self, model: str, ref: str | int = CHAMPION) -> Any:
         """`tf.saved_model.load` of a verified version."""
         import tensorflow as tf
 
-        return tf.saved_model.load(self.path(model, ref))
+        return tf.saved_model.load(self.local_path(model, ref))
 
     # --- writing ---------------------------------------------------------------------
 
@@ -389,12 +491,29 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _publish_remote(self, src: str, model: str, meta: dict[str, Any]) -> int:
-        """Upload into the next number, `registry.json` last (single writer per model)."""
-        version = max(self._folder_numbers(model), default=0) + 1
+        """Claim the next free number, upload into it, `registry.json` last."""
+        version = self._claim_version(model)
         vdir = self._url(f"{self._model_dir(model)}/{version}")
         meta["files"] = copy_tree_hashed(src, vdir)
         atomic_write_json(f"{vdir}/{METADATA}", meta)
         return version
+
+    def _claim_version(self, model: str) -> int:
+        """Allocate a version number by creating its claim only-if-absent (many writers)."""
+        claim = json.dumps({"claimed_at": utc_now(), "host": socket.gethostname(),
+                            "pid": os.getpid()}).encode()
+        version = max(self._folder_numbers(model), default=0) + 1
+        while not self._create(f"{self._model_dir(model)}/{version}/{CLAIM}", claim):
+            log.debug("%s v%d was claimed by another writer, trying the next", model, version)
+            version += 1
+        return version
+
+    def _create(self, path: str, data: bytes) -> bool:
+        """`create_exclusive`, with a store that cannot do it refused as UnsafeStoreError."""
+        try:
+            return create_exclusive(self._url(path), data)
+        except ExclusiveCreateUnsupported as e:
+            raise UnsafeStoreError(f"cannot write the registry at {self.root} safely: {e}") from e
 
     @contextlib.contextmanager
     def _alias_lock(self, model: str) -> Iterator[None]:
@@ -413,47 +532,97 @@ class Registry:
 
     @contextlib.contextmanager
     def editing_aliases(self, model: str) -> Iterator[AliasChanges]:
-        """Read-modify-write a model's aliases under its lock.
+        """Read-modify-write a model's aliases once (prefer `update_aliases`, which retries).
 
-        When the block moved an alias (and raised nothing), aliases.json is written, then the
-        TF Serving config that serves the aliased versions.
+        Local roots: under the model's lock. Object stores: a compare-and-swap that raises
+        AliasConflict when another writer changed the aliases meanwhile. When the block moved
+        an alias (and raised nothing), aliases.json is written, then the TF Serving config.
         """
-        with self._alias_lock(model):
-            changes = AliasChanges(self.aliases(model))
+        if self.local:
+            with self._alias_lock(model):
+                changes = AliasChanges(self.aliases(model))
+                before = len(changes.state["history"])
+                yield changes
+                if changes.changed:
+                    self._write_alias_files(model, changes.state)
+        else:
+            generation, state = self._alias_generation(model)
+            changes = AliasChanges(copy.deepcopy(state))
             before = len(changes.state["history"])
             yield changes
             if changes.changed:
-                mdir = self._url(self._model_dir(model))
-                atomic_write_json(f"{mdir}/{ALIASES}", changes.state)
-                write_serving_config(mdir, model, changes.state["aliases"])
+                body = (json.dumps(changes.state, indent=2, sort_keys=True, default=str) + "\n")
+                if not self._create(self._generation_path(model, generation + 1), body.encode()):
+                    raise AliasConflict(f"{model}: aliases changed by another writer "
+                                        f"(generation {generation + 1} exists)")
+                self._mirror_newest_aliases(model)
         if changes.changed and self.on_alias_change is not None:
             self.on_alias_change(self, model, changes.state["history"][before:])
+
+    def update_aliases(self, model: str, edit: Callable[[AliasChanges], T]) -> T:
+        """Apply `edit` to the current aliases and commit it, re-running it after a conflict.
+
+        `edit` must decide from the state it is given (it may run several times).
+        """
+        for attempt in range(ALIAS_ATTEMPTS):
+            try:
+                with self.editing_aliases(model) as changes:
+                    return edit(changes)
+            except AliasConflict:
+                time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
+        raise RegistryError(f"{model}: gave up updating aliases after {ALIAS_ATTEMPTS} "
+                            "conflicting concurrent updates")
+
+    def _write_alias_files(self, model: str, state: dict[str, Any]) -> None:
+        """aliases.json, then the TF Serving config of the aliased versions."""
+        mdir = self._url(self._model_dir(model))
+        atomic_write_json(f"{mdir}/{ALIASES}", state)
+        write_serving_config(mdir, model, state["aliases"])
+
+    def _mirror_newest_aliases(self, model: str) -> None:
+        """Rewrite aliases.json and models.config from the newest generation until none newer.
+
+        Every writer re-checks after writing, so a stale write is always followed by a fresh one.
+        """
+        written = -1
+        while True:
+            generation, state = self._alias_generation(model)
+            if generation == written:
+                return
+            self._write_alias_files(model, state)
+            written = generation
 
     def set_alias(self, model: str, alias: str, version: int, reason: str = "") -> None:
         """Point any alias except champion (moved only by the gate or `rollback`) at a version."""
         if alias == CHAMPION:
             raise ValueError("champion moves only through promote (the gate) or rollback")
-        _check_name(alias)
+        _check_name(alias, "alias")
         self.verified(model, version)
-        with self.editing_aliases(model) as aliases:
-            aliases.move(alias, version, action="set", reason=reason)
+        self.update_aliases(model, lambda aliases: aliases.move(alias, version, action="set",
+                                                                  reason=reason))
 
     def rollback(self, model: str, to: int | None = None, reason: str = "") -> int:
         """Point champion back at an earlier version (default: the latest earlier champion)."""
-        with self.editing_aliases(model) as aliases:
+
+        def edit(aliases: AliasChanges) -> tuple[int, int]:
             current = aliases.get(CHAMPION)
             if current is None:
                 raise NotFoundError(f"{model} has no champion to roll back")
-            if to is None:
+            target = to
+            if target is None:
                 former = {h["version"] for h in aliases.history if h["alias"] == CHAMPION}
                 earlier = sorted(v for v in former if v is not None and v < current)
                 if not earlier:
                     raise NotFoundError(f"{model}: no champion before v{current} to roll back to")
-                to = earlier[-1]
-            if to >= current:
-                raise ValueError(f"rollback goes to an earlier version than v{current}, got v{to}")
-            self.verified(model, to)
-            reason = reason or f"rolled back from v{current}"
-            aliases.move(CHAMPION, to, action="rollback", reason=reason)
-        log.info("%s champion rolled back from v%d to v%d", model, current, to)
-        return to
+                target = earlier[-1]
+            if target >= current:
+                raise ValueError(f"rollback goes to an earlier version than v{current}, "
+                                 f"got v{target}")
+            self.verified(model, target)
+            aliases.move(CHAMPION, target, action="rollback",
+                         reason=reason or f"rolled back from v{current}")
+            return current, target
+
+        current, target = self.update_aliases(model, edit)
+        log.info("%s champion rolled back from v%d to v%d", model, current, target)
+        return target

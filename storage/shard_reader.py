@@ -5,6 +5,10 @@ The shards are written by the shards stage (`tasks/shards.py`) with the feature 
 a byte is parsed (`verify=False` skips), then a split's shards are read with a parallel,
 ordered interleave. `read_records` gives parsed records in a fixed order; `read_examples`
 gives the serialized ones, optionally shuffled, for input pipelines that decode them.
+
+A version on an object store (TensorFlow cannot open s3:// or memory://) is read from this
+machine's copy in `storage.local_cache`, keyed by the manifest's sha256: its shards are
+verified once, on arrival, and reused by every later reader and run.
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from storage import fs
-from storage.datasets import DatasetInfo, load_dataset_info, read_manifest, verify_shard
+from storage.datasets import (
+    DATASET_JSON,
+    MANIFEST,
+    DatasetInfo,
+    load_dataset_info,
+    parse_manifest,
+    read_manifest,
+    verify_shard,
+)
+from storage.local_cache import Expected, local_copy, needs_local_copy
 from storage.records import parse
 
 if TYPE_CHECKING:
@@ -33,16 +46,33 @@ def _verify_shards(dataset_dir: str, manifest: pd.DataFrame) -> None:
                       manifest.itertuples(index=False)))
 
 
+def readable_copy(dataset_dir: str) -> tuple[str, bool]:
+    """(a folder TensorFlow can read holding the version, whether its shards are verified).
+
+    A local version is itself (not yet verified); a remote one is this machine's cached copy,
+    downloaded and verified once per manifest sha256.
+    """
+    if not needs_local_copy(dataset_dir):
+        return dataset_dir, False
+    listing = {name: fs.read_bytes(fs.join(dataset_dir, name)) for name in (MANIFEST, DATASET_JSON)}
+    manifest = parse_manifest(listing[MANIFEST])
+    files = {r.shard: Expected(int(r.bytes), str(r.sha256))
+             for r in manifest.itertuples(index=False)}
+    key = fs.sha256_bytes(listing[MANIFEST])
+    return str(local_copy("datasets", key, dataset_dir, files, listing)), True
+
+
 def _shard_files(dataset_dir: str, split: str, verify: bool) -> tuple[list[str], DatasetInfo]:
     """The shard paths of a split, in index order, verified first when asked."""
     info = load_dataset_info(dataset_dir)
     if split not in info.splits:
         raise ValueError(f"dataset {dataset_dir} has splits {sorted(info.splits)}, not {split!r}")
-    manifest = read_manifest(dataset_dir)
+    folder, verified = readable_copy(dataset_dir)
+    manifest = read_manifest(folder)
     manifest = manifest[manifest["split"] == split]
-    if verify:
-        _verify_shards(dataset_dir, manifest)
-    return [fs.join(dataset_dir, s) for s in manifest["shard"]], info
+    if verify and not verified:
+        _verify_shards(folder, manifest)
+    return [fs.join(folder, s) for s in manifest["shard"]], info
 
 
 def _serialized(paths: list[str], compression: str, shuffle_seed: int | None,

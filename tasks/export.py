@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from storage.fs import atomic_write_json, join, read_json, staged_dir, url_to_fs
+from storage.fs import atomic_write_json, exists, join, read_json, staged_dir, url_to_fs
 from tasks.images import IMAGE_SIZE, View, decode_pixels, poster_view
 from tasks.model import Combine, combine_views
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ASSETS = ("labels", "thresholds", "metrics", "lineage")  # assets/<name>.json inside the model
+SAVED_MODEL = "saved_model.pb"  # written last: a folder without it is no model
 UNTUNED_THRESHOLD = 0.5
 
 
@@ -150,12 +151,16 @@ def export_model(
     image_size: int = IMAGE_SIZE,
     views: Sequence[View] = ("full",),
     combine: Combine = "mean",
-) -> Path:
-    """Write backbone + head + signatures + assets as one SavedModel, staged then renamed."""
+) -> str:
+    """Write backbone + head + signatures + assets as one SavedModel, staged then published.
+
+    `out_dir` is a local path or fsspec URL: TensorFlow saves into a local staging folder,
+    which is renamed into place, or uploaded with `saved_model.pb` last on object stores.
+    """
     import tensorflow as tf
 
-    out = Path(out_dir)
-    if out.exists():
+    out = str(out_dir)
+    if exists(join(out, SAVED_MODEL)):
         raise FileExistsError(f"{out} already exists: export to a new folder (models are "
                               "immutable)")
     n_out = head.outputs[0].shape[-1]
@@ -173,7 +178,7 @@ def export_model(
                     "views": list(views), "combine": combine, **lineage},
     }
     model = PosterModel(backbone_handle, head, views, combine, image_size)
-    with tempfile.TemporaryDirectory() as tmp, staged_dir(out) as stage:
+    with tempfile.TemporaryDirectory() as tmp, staged_dir(out, SAVED_MODEL) as stage:
         paths = [join(tmp, f"{name}.json") for name in ASSETS]
         for path, name in zip(paths, ASSETS, strict=True):
             atomic_write_json(path, assets[name])

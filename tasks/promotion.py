@@ -8,7 +8,8 @@ two are not compared. A refused candidate becomes `challenger`; `force` promotes
 gate, and the decision, its reason and `force` are recorded in the alias history.
 
 The registry (`storage.registry`) publishes versions and moves aliases; this module decides,
-under the registry's alias lock so that concurrent registrations are gated one at a time.
+in `Registry.update_aliases` (a lock locally, a compare-and-swap on object stores), so that
+concurrent registrations are gated one at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from storage.registry import (
     CHALLENGER,
     CHAMPION,
     DEFAULT_MODEL,
+    AliasChanges,
     Registry,
     VersionInfo,
     read_export,
@@ -115,7 +117,8 @@ def promote(
     approval lets the gate decide, it does not bypass it; only `force` does.
     """
     candidate = registry.verified(model, version)
-    with registry.editing_aliases(model) as aliases:
+
+    def decide(aliases: AliasChanges) -> GateDecision:  # re-run if another writer got first
         current = aliases.get(CHAMPION)
         if current == version:
             return GateDecision(True, f"v{version} is already champion", candidate.test_macro_f1)
@@ -139,6 +142,9 @@ def promote(
                 aliases.move(CHALLENGER, None, **entry)
         else:
             aliases.move(CHALLENGER, version, **entry)
+        return decision
+
+    decision = registry.update_aliases(model, decide)
     log.info("%s v%d: %s", model, version, decision.reason)
     return decision
 

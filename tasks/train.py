@@ -479,7 +479,7 @@ def embeddings_root(dataset_dir: str, config: TrainConfig) -> str:
     """The cache root: configured, else `<data_root>/embeddings` beside `datasets/`."""
     if config.embeddings_root:
         return config.embeddings_root
-    if is_local(dataset_dir):
+    if is_local(dataset_dir) and "://" not in str(dataset_dir):
         return str(Path(dataset_dir).resolve().parents[1] / "embeddings")
     return join(str(dataset_dir).rstrip("/").rsplit("/", 2)[0], "embeddings")
 

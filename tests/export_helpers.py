@@ -47,12 +47,12 @@ def encoded(fmt: str, size: tuple[int, int] = (40, 60), seed: int = 0) -> bytes:
 def export_crafted_model(root: Path, labels: list[str] = LABELS) -> Path:
     """Export the crafted head on a small stand-in backbone to `root/runs/model`."""
     backbone = build_standin_backbone(root / "backbone", output_dim=FEATURES)
-    return export_model(
+    return Path(export_model(
         root / "runs" / "model", backbone_handle=str(backbone), head=crafted_head(),
         labels=labels, thresholds=THRESHOLDS,
         metrics={"val": {"macro_f1": 0.5}, "test": {"macro_f1": 0.4}},
         lineage={"dataset_version": "ds-123", "params": {"lr": 0.001}, "flow_run_id": "run-1"},
-    )
+    ))
 
 
 def write_dataset(root: Path, split: str, labels_rows: list[list[float]],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +28,24 @@ def stage_state(stages: list[tuple[str, str]] | list[list[str]], prefix: str) ->
     states = {state for name, state in stages if name.startswith(prefix)}
     assert states, f"no task run named {prefix}* in {stages}"
     return states
+
+
+def run_env(tmp_path: Path) -> dict[str, str]:
+    """A `posterflow run` environment with its own Prefect home (ephemeral server, caches).
+
+    TF_CPP_MIN_LOG_LEVEL is left for the CLI to set, as for a user.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "TF_CPP_MIN_LOG_LEVEL")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    return env
+
+
+def start_posterflow_run(config: Path, env: dict[str, str], log: Path,
+                         stdout: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """Start `posterflow run --json` in its own process group (the flow + its API server)."""
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
+            env=env, stdout=stdout, stderr=err, start_new_session=True)

@@ -61,11 +61,16 @@ def _open_registry(ctx: typer.Context) -> tuple[Registry, str]:
 @contextlib.contextmanager
 def _registry_errors() -> Iterator[None]:
     """Report a registry error as one line and an exit code (1 failed check, 2 bad input)."""
-    from storage.registry import CorruptVersionError, InvalidModelError, NotFoundError
+    from storage.registry import (
+        CorruptRegistry,
+        CorruptVersionError,
+        InvalidModelError,
+        NotFoundError,
+    )
 
     try:
         yield
-    except (InvalidModelError, CorruptVersionError) as e:
+    except (InvalidModelError, CorruptVersionError, CorruptRegistry) as e:
         fail("error:", e, code=1)
     except (NotFoundError, ValueError, OSError) as e:
         fail("error:", e, code=2)
@@ -106,14 +111,30 @@ def registry_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Registered versions with their aliases, test macro F1 and lineage."""
+    """Registered versions with their aliases, test macro F1 and lineage; damage is CORRUPT.
+
+    Exit 1 when a version or the alias file is damaged (the others are still listed).
+    """
     from rich.table import Table
 
+    from storage.registry import CorruptRegistry
+
     registry, model = _open_registry(ctx)
-    aliases = registry.aliases(model)["aliases"]
-    rows = []
+    damage = []
+    try:
+        aliases = registry.aliases(model)["aliases"]
+    except CorruptRegistry as e:
+        damage.append(str(e))
+        aliases = {}
+    rows: list[dict[str, Any]] = []
     for v in registry.versions(model):
-        info = registry.info(model, v)
+        try:
+            info = registry.info(model, v)
+        except CorruptRegistry as e:
+            damage.append(str(e))
+            rows.append({"version": v, "aliases": sorted(a for a, n in aliases.items() if n == v),
+                         "corrupt": str(e)})
+            continue
         rows.append({
             "version": v,
             "aliases": sorted(a for a, n in aliases.items() if n == v),
@@ -125,14 +146,22 @@ def registry_list(
         })
     if as_json:
         echo_json(rows)
-        return
-    table = Table(title=f"{model} @ {registry.root}")
-    for col in ("version", "aliases", "test macro F1", "dataset", "created_at"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(str(r["version"]), ", ".join(r["aliases"]), f"{r['test_macro_f1']:.4f}",
-                      str(r["dataset_version"]), r["created_at"])
-    Console().print(table)
+    else:
+        table = Table(title=f"{model} @ {registry.root}")
+        for col in ("version", "aliases", "test macro F1", "dataset", "created_at"):
+            table.add_column(col)
+        for r in rows:
+            if "corrupt" in r:
+                table.add_row(str(r["version"]), ", ".join(r["aliases"]), "CORRUPT", "", "")
+            else:
+                table.add_row(str(r["version"]), ", ".join(r["aliases"]),
+                              f"{r['test_macro_f1']:.4f}", str(r["dataset_version"]),
+                              r["created_at"])
+        Console().print(table)
+    for problem in damage:
+        typer.echo(f"CORRUPT: {problem}", err=True)
+    if damage:
+        raise typer.Exit(1)
 
 
 @registry_app.command("show")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from flows.config import RetrainConfig
-from tests.flow_helpers import stage_state, tiny_config_data
+from tests.flow_helpers import run_env, stage_state, start_posterflow_run, tiny_config_data
 
 pytestmark = pytest.mark.slow
 KILL_WAIT_S = 240
@@ -183,36 +183,15 @@ def test_approval_required_pauses_times_out_then_an_api_approval_promotes(
     assert promoted[0].payload["metrics"]["test_macro_f1"] == summary.as_dict()["test_macro_f1"]
 
 
-def _run_env(tmp_path: Path) -> dict[str, str]:
-    """A `posterflow run` environment with its own Prefect home (ephemeral server, caches).
-
-    TF_CPP_MIN_LOG_LEVEL is left for the CLI to set, as for a user.
-    """
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PREFECT_API_URL", "TF_CPP_MIN_LOG_LEVEL")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"),
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    return env
-
-
-def _posterflow_run(config: Path, env: dict[str, str], log: Path,
-                    stdout: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
-    """Start `posterflow run --json` in its own process group (the flow + its API server)."""
-    with open(log, "ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
-            env=env, stdout=stdout, stderr=err, start_new_session=True)
-
-
 def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, standin_backbone,
                                                                  tmp_path):
     data_root = tmp_path / "data"
     config = tmp_path / "retrain.yaml"
     config.write_text(yaml.safe_dump(
         tiny_config_data(served_demo.csv_path, data_root, standin_backbone)))
-    env, log = _run_env(tmp_path), tmp_path / "run.log"
+    env, log = run_env(tmp_path), tmp_path / "run.log"
 
-    victim = _posterflow_run(config, env, log, stdout=subprocess.DEVNULL)
+    victim = start_posterflow_run(config, env, log, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + KILL_WAIT_S
     while not list(data_root.glob("embeddings/*/part-*.parquet")):  # embedding has begun
         assert victim.poll() is None, log.read_text()[-3000:]
@@ -222,7 +201,7 @@ def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, st
     victim.wait()
     assert not list(data_root.glob("registry/posterflow/[0-9]*"))
 
-    rerun = _posterflow_run(config, env, log)
+    rerun = start_posterflow_run(config, env, log)
     stdout, _ = rerun.communicate(timeout=KILL_WAIT_S)
     assert rerun.returncode == 0, log.read_text()[-3000:]
     summary = json.loads(stdout)
@@ -254,7 +233,7 @@ def test_a_failed_catalog_check_is_one_line_and_a_failed_flow_run(
     data["catalog"]["min_genre_count"] = 10_000  # no genre reaches it: deterministic
     config = tmp_path / "retrain.yaml"
     config.write_text(yaml.safe_dump(data))
-    env = {**_run_env(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = {**run_env(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value()}
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
         env=env, capture_output=True, text=True, timeout=KILL_WAIT_S, check=False)
