@@ -128,6 +128,12 @@ _S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
            "AWS_DEFAULT_REGION")
 
 
+@pytest.fixture(scope="session")
+def s3_env(s3_endpoint: str) -> dict[str, str]:
+    """The AWS variables that point a child process (a Prefect worker, a CLI) at the server."""
+    return {key: os.environ[key] for key in _S3_ENV}
+
+
 @pytest.fixture()
 def s3_bucket(s3_endpoint: str) -> str:
     """s3://<fresh bucket> on the moto server (fsspec's cached instances cleared first)."""
