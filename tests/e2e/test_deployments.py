@@ -16,7 +16,9 @@ worker's environment, as a worker host's credentials would be. Added to those pa
 only what a 60-movie generated catalog needs: the low genre cut, the mirror's host allowed,
 the stand-in backbone and a short fit. The run must complete and leave registry version 1
 in the bucket. A variant with local roots (the same run, two roots overridden) isolates the
-deployment machinery from the object-store code path.
+deployment machinery from the object-store code path. Until training reads object stores
+(branch i10-s3) the s3 variant is an expected failure, and only for that reason: TensorFlow
+opening an s3:// shard.
 """
 
 from __future__ import annotations
@@ -115,7 +117,18 @@ def _run_deployment(env: dict[str, str], name: str, config: dict[str, Any],
     return match.group(1)
 
 
-@pytest.mark.parametrize("roots", ["local", "s3"])
+class TensorFlowCannotReadS3Error(AssertionError):
+    """The run failed where TensorFlow opened an s3:// shard itself (issue 10's first gap)."""
+
+
+TF_S3_GAP = "File system scheme 's3' not implemented"
+S3_ROOTS = pytest.param("s3", marks=pytest.mark.xfail(
+    strict=True, raises=TensorFlowCannotReadS3Error,
+    reason="training reads shards with TensorFlow, which has no s3 file system, until "
+    "workers materialise them locally (branch i10-s3); ingest on s3 already completes"))
+
+
+@pytest.mark.parametrize("roots", ["local", S3_ROOTS])
 def test_retrain_gpu_parameters_run_on_the_process_pool(roots, deployed, prefect_server,
                                                         process_worker, served_demo,
                                                         standin_backbone, s3_env, tmp_path):
@@ -138,7 +151,8 @@ def test_retrain_gpu_parameters_run_on_the_process_pool(roots, deployed, prefect
     flow_run_id = _run_deployment(env, "retrain/retrain-nightly", config,
                                   gpu["job_variables"]["env"])
     run = wait_for_flow_run(url, flow_run_id, RUN_S)
-
+    if TF_S3_GAP in (run["state"]["message"] or ""):
+        raise TensorFlowCannotReadS3Error(run["state"]["message"][-1000:])
     assert run["state"]["type"] == "COMPLETED", (
         f"{run['state']['message']}\n{process_worker.read_text()[-6000:]}")
     assert run["parameters"]["config"]["storage"] == config["storage"]
