@@ -10,51 +10,130 @@ version appears in the registry. Server, worker and browser are stopped even on 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flows.demo import free_port
 from tests.flow_helpers import tiny_config_data
-from tests.prefect_server_helpers import FINAL_STATES, api, prefect_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-RUN_S = 240
+STARTUP_S, RUN_S = 150, 240
+
+
+def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the `prefect` CLI of this environment, failing with its output."""
+    result = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=STARTUP_S)
+    assert result.returncode == 0, f"prefect {args}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result
+
+
+def _api(url: str, body: dict[str, Any] | None = None) -> Any:
+    """GET (or POST `body` to) the Prefect REST API."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child started in its own session, with everything it started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`prefect server start` on 127.0.0.1:<free port> with a temporary PREFECT_HOME."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PWD": str(REPO)}  # prefect.yaml's pull step runs flows from {{ $PWD }}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+         str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                _api(f"{url}/api/health")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Prefect server did not start"
+                time.sleep(0.5)
+        yield url, env
+    finally:
+        _stop(server)
+        log.close()
+
+
+@pytest.fixture
+def worker(prefect_server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[None]:
+    """A process work pool `cpu` and one worker polling it."""
+    _, env = prefect_server
+    _prefect("work-pool", "create", "cpu", "--type", "process", env=env)
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--type",
+         "process", "--prefetch-seconds", "5"], env=env, cwd=REPO, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield
+    finally:
+        _stop(proc)
+        log.close()
 
 
 def _wait_for_run(url: str, deployment_id: str, data_root: str) -> dict[str, Any]:
     """The flow run of this deployment whose config uses `data_root`, once it is final."""
     deadline = time.monotonic() + RUN_S
     while time.monotonic() < deadline:
-        runs = api(f"{url}/api/flow_runs/filter", {
+        runs = _api(f"{url}/api/flow_runs/filter", {
             "deployments": {"id": {"any_": [deployment_id]}},
             "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}}})
         mine = [r for r in runs
                 if r["parameters"]["config"].get("storage", {}).get("data_root") == data_root]
-        if mine and mine[0]["state"]["type"] in FINAL_STATES:
+        if mine and mine[0]["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
             return mine[0]
         time.sleep(2)
     raise AssertionError(f"no finished flow run with data_root {data_root} in {RUN_S} s")
 
 
-def test_custom_run_from_the_ui_registers_a_new_version(prefect_server, process_worker,
-                                                        served_demo, standin_backbone, tmp_path):
+def test_custom_run_from_the_ui_registers_a_new_version(prefect_server, worker, served_demo,
+                                                        standin_backbone, tmp_path):
     from playwright.sync_api import sync_playwright
 
     url, env = prefect_server
     registry = tmp_path / "registry"
     config = tiny_config_data(served_demo.csv_path, tmp_path / "data-deployed", standin_backbone)
     config["registry"] = {"root": str(registry)}
-    prefect_cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name",
+    _prefect("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name",
              "retrain-nightly", "--params", json.dumps({"config": config}), env=env)
 
-    deployment = api(f"{url}/api/deployments/name/retrain/retrain-nightly")
+    deployment = _api(f"{url}/api/deployments/name/retrain/retrain-nightly")
     assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [
         ("0 3 * * *", True)]
     new_root = str(tmp_path / "data-from-ui")
@@ -80,7 +159,7 @@ def test_custom_run_from_the_ui_registers_a_new_version(prefect_server, process_
         finally:
             browser.close()
 
-    assert run["state"]["type"] == "COMPLETED", process_worker.read_text()[-4000:]
+    assert run["state"]["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
     assert run["parameters"]["config"]["catalog_csv"] == served_demo.csv_path
     assert sorted(p.name for p in registry.glob("posterflow/[0-9]*")) == ["1"]
     assert list(Path(new_root).glob("runs/*/model/saved_model.pb"))
