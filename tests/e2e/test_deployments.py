@@ -15,10 +15,7 @@ server on loopback, reached through AWS's standard variables (AWS_ENDPOINT_URL, 
 worker's environment, as a worker host's credentials would be. Added to those parameters is
 only what a 60-movie generated catalog needs: the low genre cut, the mirror's host allowed,
 the stand-in backbone and a short fit. The run must complete and leave registry version 1
-in the bucket. A variant with local roots (the same run, two roots overridden) isolates the
-deployment machinery from the object-store code path. Until training reads object stores
-(branch i10-s3) the s3 variant is an expected failure, and only for that reason: TensorFlow
-opening an s3:// shard.
+in the bucket.
 """
 
 from __future__ import annotations
@@ -117,19 +114,7 @@ def _run_deployment(env: dict[str, str], name: str, config: dict[str, Any],
     return match.group(1)
 
 
-class TensorFlowCannotReadS3Error(AssertionError):
-    """The run failed where TensorFlow opened an s3:// shard itself (issue 10's first gap)."""
-
-
-TF_S3_GAP = "File system scheme 's3' not implemented"
-S3_ROOTS = pytest.param("s3", marks=pytest.mark.xfail(
-    strict=True, raises=TensorFlowCannotReadS3Error,
-    reason="training reads shards with TensorFlow, which has no s3 file system, until "
-    "workers materialise them locally (branch i10-s3); ingest on s3 already completes"))
-
-
-@pytest.mark.parametrize("roots", ["local", S3_ROOTS])
-def test_retrain_gpu_parameters_run_on_the_process_pool(roots, deployed, prefect_server,
+def test_retrain_gpu_parameters_run_on_the_process_pool(deployed, prefect_server,
                                                         process_worker, served_demo,
                                                         standin_backbone, s3_env, tmp_path):
     import s3fs
@@ -139,20 +124,14 @@ def test_retrain_gpu_parameters_run_on_the_process_pool(roots, deployed, prefect
     config: dict[str, Any] = gpu["parameters"]["config"]
     tiny = tiny_config_data(served_demo.csv_path, tmp_path / "unused", standin_backbone)
     config = _merge(config, {k: tiny[k] for k in ("catalog", "fetch", "train", "notes")})
-    if roots == "local":
-        config = _merge(config, {"catalog_csv": served_demo.csv_path,
-                                 "storage": {"data_root": str(tmp_path / "data")}})
-    else:
-        store = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_env["AWS_ENDPOINT_URL"]})
-        bucket = config["storage"]["data_root"].removeprefix("s3://").partition("/")[0]
-        store.mkdir(bucket)
-        store.put_file(served_demo.csv_path, config["catalog_csv"])
+    store = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_env["AWS_ENDPOINT_URL"]})
+    bucket = config["storage"]["data_root"].removeprefix("s3://").partition("/")[0]
+    store.mkdir(bucket)
+    store.put_file(served_demo.csv_path, config["catalog_csv"])
 
     flow_run_id = _run_deployment(env, "retrain/retrain-nightly", config,
                                   gpu["job_variables"]["env"])
     run = wait_for_flow_run(url, flow_run_id, RUN_S)
-    if TF_S3_GAP in (run["state"]["message"] or ""):
-        raise TensorFlowCannotReadS3Error(run["state"]["message"][-1000:])
     assert run["state"]["type"] == "COMPLETED", (
         f"{run['state']['message']}\n{process_worker.read_text()[-6000:]}")
     assert run["parameters"]["config"]["storage"] == config["storage"]
