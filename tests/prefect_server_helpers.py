@@ -37,15 +37,23 @@ def api(url: str, body: dict[str, Any] | None = None) -> Any:
         return json.load(response)
 
 
-def api_status(url: str, method: str, body: dict[str, Any]) -> int:
-    """The HTTP status of a request that answers no body (PATCH, DELETE), errors included."""
+def api_status(url: str, method: str, body: dict[str, Any], attempts: int = 5) -> int:
+    """The HTTP status of a request that answers no body (PATCH, DELETE), errors included.
+
+    503 is the server's "busy, try again" (its SQLite database locked under load), retried as
+    Prefect's own client does.
+    """
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
                                      headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == attempts - 1:
+                return int(error.code)
+        time.sleep(2**attempt)
+    raise AssertionError("unreachable")
 
 
 def wait_for_flow_run(url: str, flow_run_id: str, timeout_s: float) -> dict[str, Any]:
