@@ -6,6 +6,7 @@ suite runs it), reached through s3fs over HTTP: never an in-process boto mock.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -106,6 +107,7 @@ def s3_endpoint() -> Iterator[str]:
     """http://127.0.0.1:PORT of a moto S3 server for this session; s3fs is pointed at it."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per S3 request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -126,6 +128,12 @@ def s3_endpoint() -> Iterator[str]:
 
 _S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
            "AWS_DEFAULT_REGION")
+
+
+@pytest.fixture(scope="session")
+def s3_env(s3_endpoint: str) -> dict[str, str]:
+    """The AWS variables that point a child process (a Prefect worker, a CLI) at the server."""
+    return {key: os.environ[key] for key in _S3_ENV}
 
 
 @pytest.fixture()
