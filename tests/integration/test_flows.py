@@ -193,7 +193,7 @@ def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, st
 
     victim = start_posterflow_run(config, env, log, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + KILL_WAIT_S
-    while not list(data_root.glob("embeddings/*/part-*.parquet")):  # embedding has begun
+    while not list(data_root.glob("embeddings/*/*/part-*.parquet")):  # embedding has begun
         assert victim.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the flow never reached the embed stage"
         time.sleep(0.1)
