@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 
 from flows.demo import free_port
 from tests.flow_helpers import tiny_config_data
+from tests.prefect_server_helpers import STARTUP_S, api, prefect_cli, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,34 +31,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-STARTUP_S, RUN_S = 150, 240
-
-
-def _prefect(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the `prefect` CLI of this environment, failing with its output."""
-    result = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=STARTUP_S)
-    assert result.returncode == 0, f"prefect {args}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
-    return result
-
-
-def _api(url: str, body: dict[str, Any] | None = None) -> Any:
-    """GET (or POST `body` to) the Prefect REST API."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a child started in its own session, with everything it started."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+RUN_S = 240
 
 
 @pytest.fixture
@@ -79,14 +51,14 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         while True:
             assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
             try:
-                _api(f"{url}/api/health")
+                api(f"{url}/api/health")
                 break
             except OSError:
                 assert time.monotonic() < deadline, "the Prefect server did not start"
                 time.sleep(0.5)
         yield url, env
     finally:
-        _stop(server)
+        stop(server)
         log.close()
 
 
@@ -94,7 +66,7 @@ def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 def worker(prefect_server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[None]:
     """A process work pool `cpu` and one worker polling it."""
     _, env = prefect_server
-    _prefect("work-pool", "create", "cpu", "--type", "process", env=env)
+    prefect_cli("work-pool", "create", "cpu", "--type", "process", env=env)
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--type",
@@ -103,7 +75,7 @@ def worker(prefect_server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterat
     try:
         yield
     finally:
-        _stop(proc)
+        stop(proc)
         log.close()
 
 
@@ -111,7 +83,7 @@ def _wait_for_run(url: str, deployment_id: str, data_root: str) -> dict[str, Any
     """The flow run of this deployment whose config uses `data_root`, once it is final."""
     deadline = time.monotonic() + RUN_S
     while time.monotonic() < deadline:
-        runs = _api(f"{url}/api/flow_runs/filter", {
+        runs = api(f"{url}/api/flow_runs/filter", {
             "deployments": {"id": {"any_": [deployment_id]}},
             "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}}})
         mine = [r for r in runs
@@ -130,10 +102,10 @@ def test_custom_run_from_the_ui_registers_a_new_version(prefect_server, worker, 
     registry = tmp_path / "registry"
     config = tiny_config_data(served_demo.csv_path, tmp_path / "data-deployed", standin_backbone)
     config["registry"] = {"root": str(registry)}
-    _prefect("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name",
+    prefect_cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name",
              "retrain-nightly", "--params", json.dumps({"config": config}), env=env)
 
-    deployment = _api(f"{url}/api/deployments/name/retrain/retrain-nightly")
+    deployment = api(f"{url}/api/deployments/name/retrain/retrain-nightly")
     assert [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]] == [
         ("0 3 * * *", True)]
     new_root = str(tmp_path / "data-from-ui")
@@ -169,7 +141,7 @@ def _paused_run(url: str, flow_name: str) -> dict[str, Any]:
     """The first PAUSED run of `flow_name`, once there is one."""
     deadline = time.monotonic() + RUN_S
     while time.monotonic() < deadline:
-        runs = _api(f"{url}/api/flow_runs/filter", {
+        runs = api(f"{url}/api/flow_runs/filter", {
             "flows": {"name": {"any_": [flow_name]}},
             "flow_runs": {"state": {"name": {"any_": ["Paused"]}}}})
         if runs:
@@ -242,7 +214,7 @@ def test_approval_in_the_ui_promotes_and_emits_the_event(prefect_server, served_
             finally:
                 browser.close()
     finally:
-        _stop(run)
+        stop(run)
         log.close()
 
     assert run.returncode == 0, (tmp_path / "run.log").read_text()[-4000:]
@@ -253,7 +225,7 @@ def test_approval_in_the_ui_promotes_and_emits_the_event(prefect_server, served_
     assert aliases["history"][-2]["reason"].startswith("approved (approved in the UI); ")
     deadline = time.monotonic() + 30
     while True:
-        events = _api(f"{url}/api/events/filter", {
+        events = api(f"{url}/api/events/filter", {
             "filter": {"event": {"name": ["posterflow.model.promoted"]}}})["events"]
         if events or time.monotonic() > deadline:
             break
