@@ -107,13 +107,14 @@ def child_seed(dataset: str, epochs: int) -> dict:
     """The seed's loop as written (its create_dataset, model and fit), over JPEG files."""
     import numpy as np
     import tensorflow as tf
-    import tensorflow_hub as hub
     import tf_keras
 
     from storage.datasets import load_dataset_info
     from storage.shard_reader import read_records
+    from tasks.backbone import import_hub
     from tasks.model import macro_f1, macro_soft_f1
 
+    hub = import_hub()
     labels = load_dataset_info(dataset).labels
 
     def files(split: str) -> tuple[list[str], np.ndarray]:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,19 @@ KAGGLE_MODELS = "https://www.kaggle.com/models/"
 # Names of the numbered blocks of MobileNetV2 variables: Keras ("block_16_project") and
 # TF-slim / TF Hub ("expanded_conv_16/project").
 _BLOCK = re.compile(r"(?:block_|expanded_conv_)(\d+)")
+
+
+def import_hub() -> Any:
+    """`tensorflow_hub`, imported without setuptools' pkg_resources deprecation notice.
+
+    tensorflow-hub 0.16 imports `pkg_resources` at import time; setuptools 80.9+ (within our
+    `setuptools<81` pin) warns about that on every start, which is not the user's to act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import tensorflow_hub
+
+    return tensorflow_hub
 
 
 class BackboneUnavailableError(RuntimeError):
@@ -54,8 +68,7 @@ def resolve_backbone(handle_or_path: str) -> str:
         raise BackboneUnavailableError(
             f"{handle_or_path} exists but holds no saved_model.pb: expected a SavedModel folder"
         )
-    import tensorflow_hub as hub
-
+    hub = import_hub()
     url = _as_url(handle_or_path)
     try:
         path = hub.resolve(url)
@@ -72,8 +85,7 @@ def resolve_backbone(handle_or_path: str) -> str:
 
 def backbone_layer(handle: str, trainable: bool = False) -> hub.KerasLayer:
     """The backbone as a tf_keras layer (`tensorflow_hub.KerasLayer`)."""
-    import tensorflow_hub as hub
-
+    hub = import_hub()
     return hub.KerasLayer(resolve_backbone(handle), trainable=trainable, name="backbone")
 
 
