@@ -8,6 +8,7 @@ each worker process of an ephemeral-server run starts one, with its own database
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -44,7 +45,22 @@ def ephemeral_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server = SubprocessASGIServer()  # the one get_client() starts when no API URL is set
         server.start()
         yield server.api_url
+        _drain_prefect_workers()
         server.stop()  # now, while its log line still has somewhere to go
+
+
+def _drain_prefect_workers() -> None:
+    """Send the queued logs and events before their server goes, as prefect_test_harness does.
+
+    Left queued, they outlive this module: the next harness's teardown then waits on a worker
+    still posting to this stopped server (seen as a hang in a later module's harness).
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # no log worker was started
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,6 @@ from tests.flow_helpers import run_env, stage_state, start_posterflow_run, tiny_
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skip(reason="failed once when run after the Dask and install tests in one session, "
-                  "then hung in prefect_test_harness's teardown; passes alone. The s3 retrain "
-                  "is covered by the kill -9 test below and tests/e2e/test_deployments.py "
-                  "until that interaction is understood.")
 def test_retrain_with_s3_roots_then_rerun_is_cached(harness, served_demo, standin_backbone,
                                                     s3_bucket, tmp_path, monkeypatch):
     import tensorflow as tf
