@@ -36,7 +36,7 @@ def import_hub() -> Any:
     `setuptools<81` pin) warns about that on every start, which is not the user's to act on.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
         import tensorflow_hub
 
     return tensorflow_hub
