@@ -119,6 +119,12 @@ def run_command(config: dict[str, Any], work: Path, env: dict[str, str]) -> dict
             "summary": summary, "stages": json.loads(spans.stdout.strip().splitlines()[-1])}
 
 
+def stage_name(task_run_name: str) -> str:
+    """The stage of a task run: its name less the chunk ("-0-of-2") or the random suffix."""
+    chunk = re.sub(r"-\d+-of-\d+$", "", task_run_name)  # fetch chunks, shard parts
+    return chunk if chunk != task_run_name else task_run_name.rsplit("-", 1)[0]
+
+
 def stage_spans(flow_run_id: str, started: datetime, wall: float) -> dict[str, float]:
     """Seconds per stage (first start to last end of its task runs) and outside any task."""
     from uuid import UUID
@@ -130,8 +136,7 @@ def stage_spans(flow_run_id: str, started: datetime, wall: float) -> dict[str, f
         if run.state and run.state.state_details.child_flow_run_id:
             continue  # the task run standing for a subflow spans several stages
         if run.start_time and run.end_time:
-            chunk = re.sub(r"-\d+-of-\d+$", "", run.name)  # fetch chunks, shard parts
-            name = chunk if chunk != run.name else run.name.rsplit("-", 1)[0]  # random suffix
+            name = stage_name(run.name)
             first, last = spans.get(name, (run.start_time, run.end_time))
             spans[name] = (min(first, run.start_time), max(last, run.end_time))
     seconds = {name: (end - start).total_seconds() for name, (start, end) in spans.items()}

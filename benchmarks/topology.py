@@ -33,17 +33,22 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # this process loads the model at the end
 
 from benchmarks.pipeline import (  # noqa: E402  (after the path insert, as a script)
     RECIPES,
     prefect_server,
     print_table,
     run_command,
+    stage_name,
     write_catalog,
 )
 
 TOPOLOGIES = (("local", "threads"), ("local", "dask"), ("s3", "threads"), ("s3", "dask"))
 BUCKET = "posterflow-bench"
+# The stages whose task runs are cached on their inputs' content (the rest are cheap reads).
+CACHED_STAGES = ("validate-catalog", "fetch-posters", "build-dataset-part", "publish-dataset",
+                 "embed-posters", "train-model", "register-model")
 
 
 def start_s3() -> tuple[Any, dict[str, str]]:
@@ -141,16 +146,18 @@ def main() -> None:
             served_rows = served_by_plain_tensorflow(first["registry_path"], poster, work)
     finally:
         s3_server.stop()
-    print_table(results)
     base = results["local, threads"]["wall"]
-    print("| wall / (local, threads) | " + " | ".join(
-        f"{r['wall'] / base:.2f}x" for r in results.values()) + " |")
-    not_cached = {n: s for n, s in rerun["summary"]["stages"] if s != "Cached"}
-    print(f"\ns3, dask, run again: {rerun['wall']:.1f} s wall; stages not Cached: "
-          f"{not_cached or 'none'}; registry versions in the bucket: {versions} (first run "
-          f"registered v{first['version']}, {first['alias']}); v{first['version']} downloaded "
-          f"and served by plain TensorFlow: {served_rows} row of probabilities")
-
+    ratios = [f"{r['wall'] / base:.2f}x" for r in results.values()]
+    results["s3, dask, run again"] = rerun
+    print_table(results)
+    print("| wall / (local, threads) | " + " | ".join(ratios) + " | |")
+    states = dict(rerun["summary"]["stages"])
+    ran_again = sorted(n for n, state in states.items()
+                       if stage_name(n) in CACHED_STAGES and state != "Cached")
+    print(f"\ns3, dask, run again: cached stages that ran again: {ran_again or 'none'}; "
+          f"registry versions in the bucket: {versions} (the first run registered "
+          f"v{first['version']}, {first['alias']}); v{first['version']} downloaded and served "
+          f"by plain TensorFlow: {served_rows} row of probabilities")
 
 if __name__ == "__main__":
     main()
