@@ -109,6 +109,17 @@ def combine_views(stacked: tf.Tensor | np.ndarray, combine: Combine) -> tf.Tenso
     raise ValueError(f"unknown view combination {combine!r}: expected 'concat' or 'mean'")
 
 
+def view_examples(stacked: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-view features [n, views, dim] -> one training example per view: [n*views, dim].
+
+    Feature-space augmentation for `combine: mean`: the head learns from every view alone
+    (3x the examples for three views), and at prediction sees their mean. Rows stay grouped
+    by poster (a poster's views are adjacent); labels repeat accordingly.
+    """
+    n, views, dim = stacked.shape
+    return stacked.reshape(n * views, dim), np.repeat(labels, views, axis=0)
+
+
 def ensemble_head(heads: Sequence[tf_keras.Model]) -> tf_keras.Model:
     """One model averaging the probabilities of heads that share an input (one head: itself)."""
     import tf_keras

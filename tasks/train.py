@@ -4,8 +4,9 @@ The seed trained a frozen MobileNetV2 + head end to end on decoded images for 30
 the backbone ran 30 times per poster. Here the backbone runs once per poster and view
 (`tasks.embed`, cached by sha256 + backbone + view), and epochs run on 1280-d features: with
 no augmentation this is the same computation (tests/unit/test_train.py proves equal losses).
-The default recipe averages the features of three views of each poster (`tasks.images`) and
-trains a faster, regularised head; `recipe="seed"` is the tutorial's method. Model selection
+The default recipe sees three views of each poster (`tasks.images`), trains a faster,
+regularised head on each view's features as an example of its own and predicts from the
+views' averaged features; `recipe="seed"` is the tutorial's method. Model selection
 uses the val split only: early stopping on whole-split val macro F1 (best weights restored),
 an optional sweep over head hyperparameters and an optional ensemble of the best heads. The
 test split is scored once, for the report.
@@ -42,6 +43,7 @@ from tasks.model import (
     ensemble_head,
     get_loss,
     macro_f1,
+    view_examples,
 )
 
 if TYPE_CHECKING:
@@ -78,8 +80,9 @@ DEFAULT_HEAD = HeadParams(learning_rate=1e-3, epochs=100, hidden=1024, dropout=0
 # The seed tutorial's method: the squashed poster, one head, fixed hyperparameters, all 30
 # epochs, no selection. `recipe="seed"` fills these in for every field not given explicitly.
 SEED_RECIPE: dict[str, Any] = {
-    "views": ["full"], "combine": "mean", "flip_augment": False, "ensemble": 1,
-    "sweep": False, "early_stopping": False, "head": HeadParams(),
+    "views": ["full"], "combine": "mean", "flip_augment": False, "view_examples": False,
+    "ensemble": 1, "sweep": False, "early_stopping": False, "shuffle_buffer": 1024,
+    "head": HeadParams(),
 }
 
 
@@ -112,6 +115,10 @@ class TrainConfig(BaseModel):
     flip_augment: bool = Field(
         False, description="Feature-space augmentation: in training, each epoch replaces "
         "the 'full' view's features by the mirrored poster's with probability 1/2.")
+    view_examples: bool = Field(
+        True, description="Feature-space augmentation: in training, each view's features "
+        "are an example of their own (`tasks.model.view_examples`); val, test and serving "
+        "average the views' features as `combine: mean` does. Needs combine 'mean'.")
     ensemble: int = Field(1, ge=1, description="Average the probabilities of the N best "
                           "heads of the sweep (or N seeds of the configured head).")
     batch_size: int = Field(256, ge=1, description="Training batch size (seed: 256).")
@@ -121,7 +128,8 @@ class TrainConfig(BaseModel):
         True, description="Stop when val macro F1 has not improved for `patience` epochs and "
         "restore the best epoch's weights; off = train all epochs, keep the last (the seed).")
     patience: int = Field(10, ge=1, description="Early-stopping patience in epochs.")
-    shuffle_buffer: int = Field(1024, ge=1, description="Shuffle buffer (seed: 1024).")
+    shuffle_buffer: int = Field(4096, ge=1, description="Shuffle buffer of training "
+                                "examples (seed: 1024).")
     seed: int = Field(0, description="Seed of weights and shuffling: same seed, same model.")
     sweep: bool = Field(False, description="Choose head hyperparameters by val macro F1 "
                         "over the grid below (on cached features); off = the `head` above "
@@ -163,6 +171,9 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         if len(set(self.views)) != len(self.views):
             raise ValueError(f"views repeat: {self.views}")
+        if self.view_examples and (self.combine != "mean" or self.flip_augment):
+            raise ValueError("view_examples trains on single views averaged at prediction: "
+                             "needs combine 'mean' and no flip_augment")
         if self.flip_augment and "full" not in self.views:
             raise ValueError("flip_augment replaces the 'full' view: add 'full' to views")
         if self.fine_tune_blocks and (self.views != ["full"] or self.ensemble != 1):
@@ -372,13 +383,18 @@ def model_inputs(stacked: np.ndarray, combine: Combine) -> np.ndarray:
 
 def head_inputs(dataset_dir: str, cache_root: str, backbone: str, config: TrainConfig
                 ) -> tuple[dict[str, Split], np.ndarray | None]:
-    """Each split's (head inputs, labels) from the cache, and the flipped training inputs."""
+    """Each split's (head inputs, labels) from the cache, and the flipped training inputs.
+
+    With `view_examples` the training split has one row per poster and view.
+    """
     splits: dict[str, Split] = {}
     alternate = None
     for split in ("train", "val", "test"):
         shas, y = split_labels(dataset_dir, split)
         stacked = view_features(cache_root, backbone, shas, config.views)
         splits[split] = (model_inputs(stacked, config.combine), y)
+        if split == "train" and config.view_examples:
+            splits[split] = view_examples(stacked, y)
         if split == "train" and config.flip_augment:
             flip = view_features(cache_root, backbone, shas, ["flip"])[:, 0]
             alternate = flipped_inputs(stacked, flip, config.views, config.combine)

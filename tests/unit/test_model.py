@@ -82,3 +82,13 @@ def test_build_head_shapes_and_layers() -> None:
     probe = model.build_head(3, hidden=0, input_dim=8)
     assert [layer.name for layer in probe.layers] == ["output"]
     assert math.isclose(probe.count_params(), 8 * 3 + 3)
+
+
+def test_view_examples_give_each_view_its_own_row_with_its_poster_labels() -> None:
+    stacked = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # 2 posters, 3 views
+    labels = np.array([[1, 0], [0, 1]], np.float32)
+    x, y = model.view_examples(stacked, labels)
+    np.testing.assert_array_equal(x, np.concatenate([stacked[0], stacked[1]]))
+    np.testing.assert_array_equal(y, [[1, 0]] * 3 + [[0, 1]] * 3)
+    # the mean of a poster's view examples is the head's input at prediction (combine mean)
+    np.testing.assert_allclose(x[:3].mean(0), model.combine_views(stacked, "mean").numpy()[0])

@@ -25,6 +25,7 @@ from tasks.train import (
     embeddings_root,
     fine_tune,
     fit_head,
+    head_inputs,
     split_labels,
     train,
 )
@@ -114,6 +115,30 @@ def test_default_embedding_cache_lives_beside_datasets(tmp_path: Path) -> None:
     assert embeddings_root(dataset_dir, TrainConfig()) == str(tmp_path / "data" / "embeddings")
     assert embeddings_root("memory://root/datasets/v1", TrainConfig()) == "memory://root/embeddings"
     assert embeddings_root("x", TrainConfig(embeddings_root="/cache")) == "/cache"
+
+
+def test_default_trains_on_each_view_and_predicts_on_their_mean(
+        dataset: Path, standin: Path, tmp_path: Path) -> None:
+    config = TrainConfig(backbone=str(standin), embeddings_root=str(tmp_path / "emb"))
+    assert config.view_examples and config.views == ["full", "top", "bottom"]
+    backbone_id = embed_dataset(str(dataset), config.embeddings_root, str(standin),
+                                views=config.views).backbone_id
+    splits, _ = head_inputs(str(dataset), config.embeddings_root, backbone_id, config)
+    per_view = {v: EmbeddingCache(config.embeddings_root, backbone_id, v) for v in config.views}
+    for split in ("train", "val"):
+        shas, y = split_labels(str(dataset), split)
+        stacked = np.stack([per_view[v].read(shas) for v in config.views], axis=1)
+        if split == "train":  # one example per poster and view, the poster's labels
+            np.testing.assert_array_equal(splits[split][0], stacked.reshape(-1, stacked.shape[-1]))
+            np.testing.assert_array_equal(splits[split][1], np.repeat(y, 3, axis=0))
+        else:  # the mean of the views, as the SavedModel computes
+            np.testing.assert_allclose(splits[split][0], stacked.mean(1), rtol=1e-6)
+            np.testing.assert_array_equal(splits[split][1], y)
+    seed = TrainConfig(recipe="seed")
+    assert not seed.view_examples and seed.shuffle_buffer == 1024
+    with pytest.raises(ValueError, match="view_examples .* needs combine 'mean'"):
+        TrainConfig(combine="concat")
+    assert not TrainConfig(combine="concat", view_examples=False).view_examples
 
 
 def test_fine_tune_changes_only_the_top_blocks_and_the_head(
