@@ -45,8 +45,9 @@ def rows() -> dict[str, dict[str, Any]]:
     from tasks.train import HeadParams
 
     head = HeadParams(learning_rate=1e-3, epochs=100, hidden=1024, dropout=0.5)
-    lever = {"views": ["full"], "ensemble": 1, "flip_augment": False, "sweep": False,
-             "early_stopping": True, "patience": 10, "head": head}
+    lever = {"views": ["full"], "ensemble": 1, "flip_augment": False, "view_examples": False,
+             "shuffle_buffer": 1024, "sweep": False, "early_stopping": True, "patience": 10,
+             "head": head}
     three = ["full", "top", "bottom"]
     return {
         "seed (as written)": {"recipe": "seed"},
@@ -77,7 +78,15 @@ def rows() -> dict[str, dict[str, Any]]:
             "sweep_learning_rates": [3e-4, 1e-3], "sweep_hidden": [1024],
             "sweep_dropout": [0.3, 0.6], "sweep_losses": ["soft_f1"]},
         "combined: 4 views (+pad) mean": {**lever, "views": [*three, "pad"], "combine": "mean"},
-        "default recipe (TrainConfig(): 3 views mean, lever head)": {},
+        "3 views mean, lever head (issue 11's first default), seed 1": {
+            **lever, "views": three, "seed": 1},
+        "3 views mean, lever head (issue 11's first default), seed 2": {
+            **lever, "views": three, "seed": 2},
+        "+ view examples, seed 1": {**lever, "views": three, "view_examples": True,
+                                    "shuffle_buffer": 4096, "seed": 1},
+        "+ view examples, seed 2": {**lever, "views": three, "view_examples": True,
+                                    "shuffle_buffer": 4096, "seed": 2},
+        "default recipe (TrainConfig(): 3 views mean, view examples, lever head)": {},
     }
 
 
