@@ -87,6 +87,7 @@ def rows() -> dict[str, dict[str, Any]]:
         "+ view examples, seed 2": {**lever, "views": three, "view_examples": True,
                                     "shuffle_buffer": 4096, "seed": 2},
         "default recipe (TrainConfig(): 3 views mean, view examples, lever head)": {},
+        "default + ensemble of 3 seeds": {"ensemble": 3},
     }
 
 
