@@ -300,8 +300,9 @@ def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
                                 f"left out {left_out}")
     rows["bytes"] = rows["bytes"].astype("int64")
     rows["label_idx"] = _label_indices(rows, labels, catalog_dir)
-    rows["spread"] = [_spread_key(config.seed, i, s)
-                      for i, s in zip(rows["imdb_id"], rows["sha256"], strict=True)]
+    rows["spread"] = [_spread_key(config.seed, i, s)  # lists: iterating Series costs more
+                      for i, s in zip(rows["imdb_id"].tolist(), rows["sha256"].tolist(),
+                                      strict=True)]
     rows = rows.sort_values(["split", "spread"], ignore_index=True)
     counts = {split: _shard_count(rows[rows["split"] == split], config) for split in SPLITS}
     rows["shard"] = rows.groupby("split").cumcount() % rows["split"].map(counts).clip(lower=1)
@@ -323,12 +324,16 @@ def _label_indices(rows: pd.DataFrame, labels: list[str], catalog_dir: str) -> l
     """Each row's genres as sorted positions in `labels`; unknown genres are an error."""
     position = {name: i for i, name in enumerate(labels)}
     out = []
-    for row_number, genres in zip(rows["row_number"], rows["genres"], strict=True):
-        missing = [g for g in genres if g not in position]
-        if missing:
+    for row_number, genres in zip(rows["row_number"].tolist(), rows["genres"].tolist(),
+                                  strict=True):
+        try:
+            idx = [position[g] for g in genres]
+        except KeyError:
+            missing = [g for g in genres if g not in position]
             raise DatasetCheckError(f"{catalog_dir}/catalog.parquet row {row_number}: genres "
-                                    f"{missing} are not in labels.json {labels}")
-        out.append(sorted(position[g] for g in genres))
+                                    f"{missing} are not in labels.json {labels}") from None
+        idx.sort()
+        out.append(idx)
     return out
 
 
