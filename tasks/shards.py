@@ -49,8 +49,8 @@ from storage.shard_writer import CorruptedPosterError, ShardJob, write_shards
 log = logging.getLogger(__name__)
 
 RECORD_OVERHEAD_BYTES = 160  # Example framing, imdb_id, sha256 hex and TFRecord CRCs
-# A writer process costs ~0.27 s of CPU to start (Python, fsspec, its job as JSON), what
-# writing ~55 MB of posters costs in process (71 us per 14 KB poster; BENCHMARKS.md, issue
+# A writer process costs ~0.2 s of CPU to start (Python, fsspec, its job as JSON), what
+# writing ~60 MB of posters costs in process (~46 us per 14 KB poster; BENCHMARKS.md, issue
 # 15): with less to write per process, more processes are slower.
 CHILD_MIN_BYTES = 64_000_000
 
