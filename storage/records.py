@@ -148,7 +148,7 @@ def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative integer."""
     if value < 0x80:
         return _BYTE[value]
-    if value < 0x4000:  # posters' lengths: unrolled, the loop costs more than the record
+    if value < 0x4000:  # most lengths here: unrolled, cheaper than the loop
         return bytes((value & 0x7F | 0x80, value >> 7))
     if value < 0x200000:
         return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
