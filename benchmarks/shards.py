@@ -4,8 +4,13 @@
    process and its children) against a plain copy of the same poster bytes from the same
    store into the same number of files (read, write, fsync): today's writer before issue 15
    (kept below as `today_build`: fsspec reads, protobuf Example, tf.io.TFRecordWriter, a
-   second read of each shard for its sha256), and `build_dataset` in this process
-   (`processes=1`) and with one writer process per core (the default).
+   second read of each shard for its sha256; timed in its own process, as TensorFlow once
+   used slows whatever runs after it in the same one), and `build_dataset` in this process
+   (`processes=1`, the default below CHILD_MIN_BYTES per process) and with one writer
+   process per core (forced). Printed per method: records/s and MB/s (medians of wall time),
+   the ratio to the copy, CPU us per record and the copy's CPU per record over it. Every
+   timed run starts after an `os.sync()` and a read of every poster, so none pays for
+   another's disk writeback or for posters evicted from the page cache.
 2. The tf.data input pipeline (`make_dataset`: read + verify + parse + decode + resize +
    shuffle + batch, images/s) against the MobileNetV2 forward rate (images/s) on this machine.
 
@@ -19,11 +24,14 @@ Inputs: the real posters of ../shared/data/posters-dev when present (5,528 JPEGs
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import io
+import json
 import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,6 +124,12 @@ def plain_copy(store_root: Path, out: Path, files: int) -> None:
             os.fsync(f.fileno())
 
 
+def read_posters(store_root: Path) -> None:
+    """Read every stored poster (untimed): each variant starts with them in the page cache."""
+    for path in (store_root / "objects").glob("*/*"):
+        path.read_bytes()
+
+
 def today_build(catalog: Path, store_root: Path, out: Path, config: ShardConfig) -> None:
     """The shard writer as it was before issue 15, on the same plan and publishing steps."""
     import tensorflow as tf
@@ -204,10 +218,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--shard-mb", type=float, default=100.0, help="ShardConfig target.")
     parser.add_argument("--write-only", action="store_true", help="Skip the input pipeline.")
+    parser.add_argument("--today-in", nargs=3, metavar=("CATALOG", "STORE", "OUT"),
+                        help=argparse.SUPPRESS)  # the child process that times `today_build`
     args = parser.parse_args()
-    import tensorflow as tf
-
     config = ShardConfig(target_shard_bytes=int(args.shard_mb * 1e6))
+    if args.today_in:
+        catalog, store, out = map(Path, args.today_in)
+        today_build(catalog, store, out / "warm", config)  # TF imported, graph warm
+        wall, cpu = timed(lambda: today_build(catalog, store, out / "run", config))
+        print(json.dumps({"wall": wall, "cpu": cpu}))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         catalog, store, total = make_inputs(root)
@@ -215,36 +235,55 @@ def main() -> None:
         mb = total / 1e6
         source = "posters-dev" if POSTERS_DEV.is_dir() else "generated"
         print(f"inputs: {records} {source} posters, {mb:.1f} MB; {os.cpu_count()} CPUs "
-              f"(shared; load average {os.getloadavg()[0]:.1f}); TF {tf.__version__}")
+              f"(shared; load average {os.getloadavg()[0]:.1f}); "
+              f"TF {importlib.metadata.version('tensorflow')}")
         warm = build_dataset(catalog, store, root / "warm", config)  # page cache
-        today_build(catalog, store, root / "warm-today", config)  # TF imported, graph warm
-        methods: dict[str, Callable[[Path], object]] = {
-            "plain copy": lambda out: plain_copy(store, out, warm.shards),
-            "today (before issue 15)": lambda out: today_build(catalog, store, out, config),
-            "build_dataset, 1 process": lambda out: build_dataset(catalog, store, out, config,
-                                                                  processes=1),
-            f"build_dataset, {os.cpu_count()} processes": lambda out: build_dataset(
-                catalog, store, out, config, processes=os.cpu_count()),
-            "plan_dataset only (its fixed part)": lambda out: plan_dataset(
-                catalog, store, out, config),
+
+        def in_process(fn: Callable[[Path], object]) -> Callable[[Path], tuple[float, float]]:
+            return lambda out: timed(lambda: fn(out))
+
+        def today(out: Path) -> tuple[float, float]:
+            """In its own process: TensorFlow's thread pools, once used, slowed every
+            variant timed after them in this one by ~15% (CPU per record too)."""
+            done = subprocess.run(
+                [sys.executable, __file__, "--shard-mb", str(args.shard_mb), "--today-in",
+                 str(catalog), str(store), str(out)], check=True, capture_output=True)
+            timing = json.loads(done.stdout.decode().strip().splitlines()[-1])
+            return timing["wall"], timing["cpu"]
+
+        methods: dict[str, Callable[[Path], tuple[float, float]]] = {
+            "plain copy": in_process(lambda out: plain_copy(store, out, warm.shards)),
+            "today (before issue 15)": today,
+            "build_dataset, 1 process": in_process(lambda out: build_dataset(
+                catalog, store, out, config, processes=1)),
+            f"build_dataset, {os.cpu_count()} processes (forced)": in_process(
+                lambda out: build_dataset(catalog, store, out, config,
+                                          processes=os.cpu_count())),
+            "plan_dataset only (its fixed part)": in_process(lambda out: plan_dataset(
+                catalog, store, out, config)),
         }
         walls: dict[str, list[float]] = {name: [] for name in methods}
         cpus: dict[str, list[float]] = {name: [] for name in methods}
         for r in range(args.repeats):  # interleaved, so noise hits every variant alike
             for n, (name, run) in enumerate(methods.items()):
                 out = root / f"run-{r}-{n}"
-                wall, cpu = timed(lambda run=run, out=out: run(out))
+                os.sync()  # no variant pays for the disk writeback of another's files
+                read_posters(store)  # nor for posters evicted from the page cache meanwhile
+                wall, cpu = run(out)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
                 shutil.rmtree(out, ignore_errors=True)
         copy = mb / statistics.median(walls["plain copy"])
         print(f"\nshard write (median of {args.repeats}; {warm.shards} shards of "
               f"{args.shard_mb:g} MB target; load average now {os.getloadavg()[0]:.1f}):")
-        print(f"  {'method':34s} {'MB/s':>8s} {'x copy':>7s} {'CPU us/record':>14s}")
+        print(f"  {'method':34s} {'records/s':>10s} {'MB/s':>8s} {'x copy':>7s} "
+              f"{'CPU us/record':>14s} {'x copy CPU':>10s}")
+        copy_cpu = statistics.median(cpus["plain copy"]) / records * 1e6
         for name in methods:
-            rate = mb / statistics.median(walls[name])
+            wall = statistics.median(walls[name])
             cpu_us = statistics.median(cpus[name]) / records * 1e6
-            print(f"  {name:34s} {rate:8.1f} {rate / copy:6.2f}x {cpu_us:14.1f}")
+            print(f"  {name:34s} {records / wall:10.0f} {mb / wall:8.1f} "
+                  f"{mb / wall / copy:6.2f}x {cpu_us:14.1f} {copy_cpu / cpu_us:9.2f}x")
         if args.write_only:
             return
         train = warm.splits["train"]

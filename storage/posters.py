@@ -84,7 +84,7 @@ class PosterStore:
 
     def path(self, sha256: str) -> str:
         """Where the poster with this content hash lives."""
-        return fs.join(self.root, _object_key(sha256))
+        return f"{self.root}/{_object_key(sha256)}"  # fs.join's checks: 10 us per record
 
     def has(self, sha256: str) -> bool:
         """True when the poster with this content hash is stored."""
@@ -131,6 +131,9 @@ class PosterStore:
         objects = f"{self._fs_root}/objects"
         if not self._fs.isdir(objects):
             return set()
+        if self._local:  # os.listdir: fsspec's ls costs ~30 us per poster here (shards' plan)
+            return {name for prefix in os.listdir(objects)
+                    for name in os.listdir(f"{objects}/{prefix}")}
         return {path.rsplit("/", 1)[-1] for prefix in self._fs.ls(objects, detail=False)
                 for path in self._fs.ls(prefix, detail=False)}
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import google_crc32c
+from google_crc32c import extend as _crc_extend
+from google_crc32c import value as _crc_value
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,35 +86,39 @@ def example_around_image(imdb_id: int, image_bytes: int, sha256: str,
     writers put the image between them without copying it. Map entries come in key order
     (image, imdb_id, labels, sha256), as deterministic serialization sorts them."""
     bytes_list = _varint(image_bytes)  # BytesList.value[0] length; the image follows
-    feature_len = 1 + len(bytes_list) + image_bytes  # Feature.bytes_list payload
-    feature = b"\x0a" + _varint(feature_len) + b"\x0a" + bytes_list
-    value_len = len(feature) + image_bytes
-    entry_len = len(_KEY_IMAGE) + 1 + len(_varint(value_len)) + value_len
+    feature = b"\x0a" + _varint(1 + len(bytes_list) + image_bytes) + b"\x0a" + bytes_list
+    value_len = len(feature) + image_bytes  # the image's Feature
+    value_varint = _varint(value_len)
+    entry_len = len(_KEY_IMAGE) + 1 + len(value_varint) + value_len
+    entry_varint = _varint(entry_len)
     imdb_id_varint, sha256_bytes = _varint(imdb_id & _UINT64), sha256.encode()
     after = b"".join((
         _imdb_id_head(len(imdb_id_varint)), imdb_id_varint,
         _labels_entry(labels),
         _sha256_head(len(sha256_bytes)), sha256_bytes,
     ))
-    features_len = 1 + len(_varint(entry_len)) + entry_len + len(after)
+    features_len = 1 + len(entry_varint) + entry_len + len(after)
     before = b"".join((b"\x0a", _varint(features_len),  # Example.features
-                       b"\x0a", _varint(entry_len), _KEY_IMAGE,  # map entry, its key
-                       b"\x12", _varint(value_len), feature))  # its Feature
+                       b"\x0a", entry_varint, _KEY_IMAGE,  # map entry, its key
+                       b"\x12", value_varint, feature))  # its Feature
     return before, after
+
+
+def record_around_image(imdb_id: int, image: bytes, sha256: str,
+                        labels: bytes) -> tuple[bytes, bytes]:
+    """The TFRecord file bytes of one record before and after its image: framing header +
+    `example_around_image`'s parts + the data's CRC. One call per record (the writer's loop)."""
+    before, after = example_around_image(imdb_id, len(image), sha256, labels)
+    length = _U64.pack(len(before) + len(image) + len(after))
+    crc = _crc_extend(_crc_extend(_crc_extend(0, before), image), after)
+    return (b"".join((length, _U32.pack(_mask(_crc_value(length))), before)),
+            after + _U32.pack(_mask(crc)))
 
 
 def tfrecord_frame(data: bytes) -> tuple[bytes, bytes]:
     """The TFRecord header (length + its masked CRC32C) and footer (data's masked CRC32C)."""
-    return tfrecord_frame_parts((data,))
-
-
-def tfrecord_frame_parts(parts: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """`tfrecord_frame` of the concatenation of `parts`, without concatenating them."""
-    crc = 0
-    for part in parts:
-        crc = google_crc32c.extend(crc, part)
-    length = _U64.pack(sum(len(part) for part in parts))
-    return length + _U32.pack(_mask(google_crc32c.value(length))), _U32.pack(_mask(crc))
+    length = _U64.pack(len(data))
+    return length + _U32.pack(_mask(_crc_value(length))), _U32.pack(_mask(_crc_value(data)))
 
 
 def _mask(crc: int) -> int:
@@ -143,6 +148,10 @@ def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative integer."""
     if value < 0x80:
         return _BYTE[value]
+    if value < 0x4000:  # most lengths here: unrolled, cheaper than the loop
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

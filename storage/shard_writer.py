@@ -11,11 +11,13 @@ starts in a fraction of a second. The counterpart reader is `storage/shard_reade
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +26,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage import fs
-from storage.records import example_around_image, multi_hot, tfrecord_frame_parts
+from storage.records import multi_hot, record_around_image
 
 READ_BATCH = 256  # posters read per fsspec `cat` call from a remote store
 WRITE_BUFFER = 1 << 20
+SYNCING_SHARDS = 2  # finished shards whose fsync may still run while the next is written
 CORRUPTED_EXIT = 3  # a child's exit status when a poster failed its sha256 check
 
 
@@ -64,7 +67,7 @@ def write_shards(jobs: Sequence[ShardJob], processes: int = 1,
     `weights` (e.g. each shard's poster bytes) balance the groups; records count otherwise.
     """
     if processes <= 1 or len(jobs) <= 1:
-        return [write_shard(job) for job in jobs]
+        return write_in_turn(jobs)
     groups = balanced_groups(weights or [len(job.posters) for job in jobs], processes)
     with ThreadPoolExecutor(len(groups)) as pool:  # threads only wait on their child
         results = list(pool.map(lambda g: _write_in_child([jobs[i] for i in g]), groups))
@@ -83,31 +86,52 @@ def balanced_groups(weights: Sequence[int], groups: int) -> list[list[int]]:
     return [sorted(members) for _, members in loads if members]
 
 
-def write_shard(job: ShardJob) -> WrittenShard:
-    """Write one shard: read, verify and frame each poster; hash the file as it is written."""
+def write_in_turn(jobs: Sequence[ShardJob]) -> list[WrittenShard]:
+    """Write the jobs one at a time, each shard's fsync (no CPU, no GIL) overlapping the
+    next shard's writing: a few threads, of which only the one holding `writing` frames."""
+    if len(jobs) <= 1:
+        return [write_shard(job) for job in jobs]
+    writing = threading.Lock()
+    pool = ThreadPoolExecutor(min(SYNCING_SHARDS + 1, len(jobs)))
+    try:
+        return list(pool.map(lambda job: write_shard(job, writing), jobs))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error: start no other shard
+
+
+def write_shard(job: ShardJob,
+                writing: contextlib.AbstractContextManager[object] | None = None) -> WrittenShard:
+    """Write one shard: read, verify and frame each poster; hash the file as it is written.
+
+    A batch's records are joined into one buffer, hashed and written with one call each
+    (per-record Python calls were most of the writer's CPU)."""
     parent = os.getppid()
     labels: dict[tuple[int, ...], bytes] = {}
-    with fs.staged_file(job.url) as local, open(local, "wb", buffering=WRITE_BUFFER) as out:
+    with fs.staged_file(job.url) as local, writing or contextlib.nullcontext(), \
+            open(local, "wb", buffering=WRITE_BUFFER) as out:  # fsync + rename after both
         sink = _HashingSink(out, job.compression)
         for start, images in _posters(job.posters):
             if os.getppid() != parent:  # a child whose parent was killed stops writing
                 raise SystemExit(1)
+            pieces: list[bytes] = []
             for i, image in enumerate(images, start=start):
-                _check_poster(job, i, image)
+                sha256 = job.sha256s[i]
+                if hashlib.sha256(image).hexdigest() != sha256:
+                    raise _corrupted(job, i, image)
                 idx = tuple(job.label_idx[i])
                 if idx not in labels:
                     labels[idx] = multi_hot(idx, job.n_labels)
-                before, after = example_around_image(job.imdb_ids[i], len(image),
-                                                     job.sha256s[i], labels[idx])
-                head, tail = tfrecord_frame_parts((before, image, after))
-                sink.write(head + before, image, after + tail)
+                front, back = record_around_image(job.imdb_ids[i], image, sha256, labels[idx])
+                pieces += (front, image, back)
+            sink.write(b"".join(pieces))
         sink.close()
     return WrittenShard(job.url, sink.size, sink.digest.hexdigest())
 
 
 class _HashingSink:
-    """Writes pieces to a file (GZIP-compressed as TensorFlow's writer does, when asked),
-    keeping the sha256 and size of the bytes that reach the file."""
+    """Writes buffers to a file (GZIP-compressed as TensorFlow's writer does, when asked),
+    keeping the sha256 and size of the bytes that reach the file. (A helper thread for the
+    hash + write measured more CPU and no less wall time; BENCHMARKS.md, issue 15.)"""
 
     def __init__(self, out: BinaryIO, compression: str) -> None:
         if compression not in ("", "GZIP"):
@@ -116,9 +140,8 @@ class _HashingSink:
         # TensorFlow's GZIP options: default level, gzip wrapper (wbits 31), memLevel 9
         self._zlib = zlib.compressobj(-1, zlib.DEFLATED, 31, 9) if compression else None
 
-    def write(self, *pieces: bytes) -> None:
-        for piece in pieces:
-            self._emit(self._zlib.compress(piece) if self._zlib else piece)
+    def write(self, data: bytes) -> None:
+        self._emit(self._zlib.compress(data) if self._zlib else data)
 
     def close(self) -> None:
         if self._zlib:
@@ -131,12 +154,11 @@ class _HashingSink:
             self.size += len(data)
 
 
-def _check_poster(job: ShardJob, i: int, image: bytes) -> None:
-    """Raise CorruptedPosterError unless the poster's bytes hash to its name."""
-    found = hashlib.sha256(image).hexdigest()
-    if found != job.sha256s[i]:
-        raise CorruptedPosterError(f"poster store object {job.posters[i]} is corrupted (its "
-                                   f"sha256 is {found}); fetch imdb_id {job.imdb_ids[i]} again")
+def _corrupted(job: ShardJob, i: int, image: bytes) -> CorruptedPosterError:
+    """The error for a poster whose bytes do not hash to its name."""
+    return CorruptedPosterError(
+        f"poster store object {job.posters[i]} is corrupted (its sha256 is "
+        f"{hashlib.sha256(image).hexdigest()}); fetch imdb_id {job.imdb_ids[i]} again")
 
 
 def _posters(paths: list[str]) -> Iterator[tuple[int, list[bytes]]]:
@@ -154,9 +176,13 @@ def _posters(paths: list[str]) -> Iterator[tuple[int, list[bytes]]]:
 
 
 def _read_local(path: str) -> bytes:
-    """A local file's bytes, unbuffered (one read call, no copy through a buffer)."""
-    with open(path, "rb", buffering=0) as f:
-        return f.readall()
+    """A local file's bytes in one read call (readall's extra read and buffer: ~1.5 us per
+    poster); a file that changes meanwhile fails the caller's sha256 check."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, os.fstat(fd).st_size + 1)
+    finally:
+        os.close(fd)
 
 
 def _write_in_child(jobs: list[ShardJob]) -> list[WrittenShard]:
@@ -180,7 +206,7 @@ def _child_main() -> int:
     """Entry point of a child: jobs from stdin, results (or the corruption) to stdout."""
     jobs = [ShardJob(**row) for row in json.load(sys.stdin)]
     try:
-        written = [write_shard(job) for job in jobs]
+        written = write_in_turn(jobs)
     except CorruptedPosterError as err:
         print(err)
         return CORRUPTED_EXIT

@@ -22,7 +22,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,8 +49,8 @@ from storage.shard_writer import CorruptedPosterError, ShardJob, write_shards
 log = logging.getLogger(__name__)
 
 RECORD_OVERHEAD_BYTES = 160  # Example framing, imdb_id, sha256 hex and TFRecord CRCs
-# A writer process costs ~0.27 s of CPU to start (Python, fsspec, its job as JSON), what
-# writing ~55 MB of posters costs in process (71 us per 14 KB poster; BENCHMARKS.md, issue
+# A writer process costs ~0.2 s of CPU to start (Python, fsspec, its job as JSON), what
+# writing ~60 MB of posters costs in process (~46 us per 14 KB poster; BENCHMARKS.md, issue
 # 15): with less to write per process, more processes are slower.
 CHILD_MIN_BYTES = 64_000_000
 
@@ -190,16 +189,17 @@ def build_dataset(
     `processes`: shard writer processes (default: one per core with at least
     CHILD_MIN_BYTES of posters each; 1 = in this process).
     """
-    plan = plan_dataset(catalog_dir, store_root, out_root, config)
+    plan, planned = _plan_and_save(catalog_dir, store_root, out_root, config)
     if plan.exists:
         log.info("dataset %s already exists at %s: nothing to write", plan.version, plan.path)
         return _result(load_dataset_info(plan.path), created=False)
-    try:
-        part = write_shard_part(plan, store_root, processes=processes)
+    try:  # the plan in memory, not read back from staging (~20 us per record)
+        rows = _write_shards(plan.staging, planned, PosterStore(store_root), planned.shards(),
+                             processes)
     except DatasetCheckError:
         _discard(plan.staging)  # bad inputs fail every rerun the same way: keep nothing
         raise
-    return finalize_dataset(plan, part.rows)
+    return _publish(plan, planned, rows)
 
 
 def plan_dataset(
@@ -209,6 +209,16 @@ def plan_dataset(
     config: ShardConfig | None = None,
 ) -> DatasetPlan:
     """Name the version these inputs make; unless it exists, persist its plan for the parts."""
+    return _plan_and_save(catalog_dir, store_root, out_root, config)[0]
+
+
+def _plan_and_save(
+    catalog_dir: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    config: ShardConfig | None,
+) -> tuple[DatasetPlan, _Plan]:
+    """`plan_dataset`, also returning the plan it persisted."""
     if not fs.exists(store_root):
         raise FileNotFoundError(f"poster store {store_root!s} does not exist")
     plan = _plan(str(catalog_dir), PosterStore(store_root), config or ShardConfig())
@@ -217,7 +227,7 @@ def plan_dataset(
     exists = fs.exists(fs.join(final, DATASET_JSON))
     if not exists:
         plan.save(staging)
-    return DatasetPlan(plan.version, final, staging, len(plan.shards()), exists)
+    return DatasetPlan(plan.version, final, staging, len(plan.shards()), exists), plan
 
 
 def write_shard_part(plan: DatasetPlan, store_root: str | os.PathLike[str],
@@ -246,10 +256,14 @@ def write_shard_part(plan: DatasetPlan, store_root: str | os.PathLike[str],
 
 def finalize_dataset(plan: DatasetPlan, rows: list[dict[str, Any]]) -> DatasetResult:
     """Publish the staged shards: manifest, then `dataset.json`, then the folder into place."""
+    if fs.exists(fs.join(plan.path, DATASET_JSON)):
+        return _result(load_dataset_info(plan.path), created=False)
+    return _publish(plan, _Plan.load(plan), rows)
+
+
+def _publish(plan: DatasetPlan, planned: _Plan, rows: list[dict[str, Any]]) -> DatasetResult:
+    """`finalize_dataset` with its plan at hand."""
     final, staging = plan.path, plan.staging
-    if fs.exists(fs.join(final, DATASET_JSON)):
-        return _result(load_dataset_info(final), created=False)
-    planned = _Plan.load(plan)
     manifest = sorted(rows, key=lambda r: (r["split"], r["index"]))
     _check_staged(staging, planned, manifest)
     if fs.is_local(final):
@@ -286,8 +300,9 @@ def _plan(catalog_dir: str, store: PosterStore, config: ShardConfig) -> _Plan:
                                 f"left out {left_out}")
     rows["bytes"] = rows["bytes"].astype("int64")
     rows["label_idx"] = _label_indices(rows, labels, catalog_dir)
-    rows["spread"] = [_spread_key(config.seed, i, s)
-                      for i, s in zip(rows["imdb_id"], rows["sha256"], strict=True)]
+    rows["spread"] = [_spread_key(config.seed, i, s)  # lists: iterating Series costs more
+                      for i, s in zip(rows["imdb_id"].tolist(), rows["sha256"].tolist(),
+                                      strict=True)]
     rows = rows.sort_values(["split", "spread"], ignore_index=True)
     counts = {split: _shard_count(rows[rows["split"] == split], config) for split in SPLITS}
     rows["shard"] = rows.groupby("split").cumcount() % rows["split"].map(counts).clip(lower=1)
@@ -309,12 +324,16 @@ def _label_indices(rows: pd.DataFrame, labels: list[str], catalog_dir: str) -> l
     """Each row's genres as sorted positions in `labels`; unknown genres are an error."""
     position = {name: i for i, name in enumerate(labels)}
     out = []
-    for row_number, genres in zip(rows["row_number"], rows["genres"], strict=True):
-        missing = [g for g in genres if g not in position]
-        if missing:
+    for row_number, genres in zip(rows["row_number"].tolist(), rows["genres"].tolist(),
+                                  strict=True):
+        try:
+            idx = [position[g] for g in genres]
+        except KeyError:
+            missing = [g for g in genres if g not in position]
             raise DatasetCheckError(f"{catalog_dir}/catalog.parquet row {row_number}: genres "
-                                    f"{missing} are not in labels.json {labels}")
-        out.append(sorted(position[g] for g in genres))
+                                    f"{missing} are not in labels.json {labels}") from None
+        idx.sort()
+        out.append(idx)
     return out
 
 
@@ -382,10 +401,11 @@ def _processes(asked: int | None, weights: list[int]) -> int:
 
 def _label_counts(label_idx: pd.Series, n_labels: int) -> list[int]:
     """Movies per label in one shard, in label order."""
-    counts = np.zeros(n_labels, np.int64)
+    counts = [0] * n_labels  # plain ints: numpy's fancy indexing costs ~10 us per row
     for idx in label_idx:
-        counts[idx] += 1
-    return counts.tolist()
+        for i in set(idx):  # a genre listed twice counts once, as in the multi-hot vector
+            counts[i] += 1
+    return counts
 
 
 def _check_staged(staging: str, plan: _Plan, manifest: list[dict[str, Any]]) -> None:

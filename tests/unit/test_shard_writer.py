@@ -12,7 +12,7 @@ import pytest
 
 from storage.posters import PosterStore
 from storage.records import PosterRecord, encode_example, multi_hot, serialize, tfrecord_frame
-from storage.shard_writer import ShardJob, balanced_groups, write_shard
+from storage.shard_writer import ShardJob, balanced_groups, write_in_turn, write_shard
 from tasks.shards import DatasetCheckError, ShardConfig, build_dataset
 from tests.shards_helpers import tree, write_inputs
 
@@ -96,3 +96,29 @@ def test_a_corrupted_poster_found_by_a_child_fails_the_build(tmp_path) -> None:
     with pytest.raises(DatasetCheckError, match=sha):
         build_dataset(catalog, store, tmp_path / "out", SMALL, processes=2)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_gzip_shards_from_children_are_the_same_as_from_this_process(inputs, tmp_path) -> None:
+    config = ShardConfig(records_per_shard=4, gzip=True)
+    here = build_dataset(*inputs, tmp_path / "here", config, processes=1)
+    children = build_dataset(*inputs, tmp_path / "children", config, processes=2)
+    assert children.version == here.version and children.shards == here.shards > 3
+    one, two = tree(Path(here.path)), tree(Path(children.path))
+    one.pop("dataset.json"), two.pop("dataset.json")  # created_at differs
+    assert one == two
+
+
+def test_shards_written_in_turn_are_the_shards_written_one_by_one(tmp_path) -> None:
+    store = PosterStore(tmp_path / "store")
+    shas = [store.put(os.urandom(n * 1009 + 1)) for n in range(12)]
+    jobs = [ShardJob(url=str(tmp_path / f"{way}-{k}"), posters=[store.path(s) for s in part],
+                     imdb_ids=list(range(len(part))), sha256s=part,
+                     label_idx=[[n % 2] for n in range(len(part))], n_labels=2)
+            for way in ("turn", "single") for k, part in enumerate([shas[:5], shas[5:6],
+                                                                     shas[6:]])]
+    in_turn = write_in_turn(jobs[:3])
+    one_by_one = [write_shard(job) for job in jobs[3:]]
+    assert [(s.bytes, s.sha256) for s in in_turn] == [(s.bytes, s.sha256) for s in one_by_one]
+    assert [s.url for s in in_turn] == [job.url for job in jobs[:3]]
+    for k in range(3):
+        assert (tmp_path / f"turn-{k}").read_bytes() == (tmp_path / f"single-{k}").read_bytes()
