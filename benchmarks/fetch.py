@@ -1,16 +1,21 @@
-"""Poster fetch throughput: posterflow vs the seed's method vs a bare aiohttp loop.
+"""Poster fetch throughput: `posterflow fetch` vs a bare aiohttp loop vs the seed's downloader.
 
 Starts `posterflow mirror` in its own process on loopback with injected latency (default
 50 ms) over N posters (the real ones in ../shared/data/posters-dev when present, generated
-182x268 JPEGs otherwise), then measures, each run in a fresh process into a fresh folder:
-  posterflow c64 / c256   fetch_posters: checks, content-addressed store, index, report
-  bare c64 / c256         one ClientSession, N workers, resp.read(), file write; no checks
-  seed                    urllib.request.urlretrieve in a ThreadPoolExecutor(os.cpu_count())
-Repeats are interleaved (the seed runs once: it is slow); prints median posters/s, ratios,
-the client's CPU time per poster (user+sys of its process during the fetch: steadier than
-wall time on a shared machine) and peak RSS (ru_maxrss of its process, imports included).
+182x268 JPEGs otherwise), then times each method as a whole command, in a fresh process
+writing into a fresh folder, repeats interleaved:
+  posterflow cN   `posterflow fetch CATALOG --store OUT --allow-host 127.0.0.1 --concurrency N`:
+                  every check (address per hop, byte cap, magic bytes, pixel cap, decode,
+                  sha256), atomic object writes, index parts, report, summary, compaction
+  bare cN         one ClientSession, N workers, resp.read(), a file write; no checks
+  seed            urllib.request.urlretrieve in a ThreadPoolExecutor(os.cpu_count())
+Prints medians of posters/s (whole command, start-up included), the ratios at equal
+concurrency, posters/s of the fetch alone (start-up excluded: the stage's own clock), and
+CPU per poster (user+sys of the command: steadier than wall time on a shared machine),
+split into the command's fixed cost (one run over an empty list) and the marginal
+CPU per poster. The load average is printed before and after.
 
-    .venv/bin/python benchmarks/fetch.py [--posters 3000] [--repeats 3] [--latency-ms 50]
+    .venv/bin/python benchmarks/fetch.py [--posters 5528] [--repeats 3] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -29,44 +34,31 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED_POSTERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "posters-dev" / "posters"
+SHARED = Path(os.environ.get("POSTERFLOW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED_POSTERS = SHARED / "data" / "posters-dev" / "posters"
+POSTERFLOW = [sys.executable, "-m", "flows.cli"]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process, MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def read_urls(url_list: str) -> list[tuple[str, str]]:
+    """(name, url) pairs of the benchmark's URL list (one tab-separated pair a line)."""
+    with open(url_list) as f:
+        return [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]
 
 
-def read_urls(catalog_dir: str) -> list[tuple[int, str]]:
-    """(imdb_id, poster_url) pairs of the benchmark catalog."""
-    import pandas as pd
-
-    df = pd.read_parquet(Path(catalog_dir) / "catalog.parquet", columns=["imdb_id", "poster_url"])
-    return list(df.itertuples(index=False, name=None))
-
-
-def run_posterflow(catalog: str, out: str, concurrency: int) -> int:
-    """posterflow's fetch stage; posters accepted."""
-    from tasks.fetch import FetchConfig, fetch_posters
-
-    config = FetchConfig(concurrency=concurrency, allow_hosts=["127.0.0.1"])
-    return fetch_posters(catalog, out, config).summary["outcomes"]["ok"]
-
-
-def run_bare(catalog: str, out: str, concurrency: int) -> int:
-    """A bare aiohttp loop at the same concurrency: read each body, write it, no checks."""
+def run_bare(url_list: str, out: str, concurrency: int) -> int:
+    """A bare aiohttp loop: read each body, write it, no checks; posters written."""
     import asyncio
 
     import aiohttp
 
-    rows = iter(read_urls(catalog))
+    rows = iter(read_urls(url_list))
     done = [0]
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        for imdb_id, url in rows:
+        for name, url in rows:
             async with session.get(url) as resp:
                 body = await resp.read()
-            with open(f"{out}/{imdb_id}.jpg", "wb") as f:
+            with open(f"{out}/{name}", "wb") as f:
                 f.write(body)
             done[0] += 1
 
@@ -79,39 +71,39 @@ def run_bare(catalog: str, out: str, concurrency: int) -> int:
     return done[0]
 
 
-def run_seed(catalog: str, out: str, concurrency: int) -> int:
-    """The seed's method: urlretrieve in a pool of os.cpu_count() workers."""
+def run_seed(url_list: str, out: str, concurrency: int) -> int:
+    """The seed's downloader: urlretrieve in a pool of `concurrency` threads."""
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    def get(row: tuple[int, str]) -> bool:
-        imdb_id, url = row
+    def get(row: tuple[str, str]) -> bool:
+        name, url = row
         try:
-            urllib.request.urlretrieve(url, f"{out}/{imdb_id}.jpg")
+            urllib.request.urlretrieve(url, f"{out}/{name}")
             return True
         except OSError:
             return False
 
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        return sum(pool.map(get, read_urls(catalog)))
+    with ThreadPoolExecutor(concurrency) as pool:
+        return sum(pool.map(get, read_urls(url_list)))
 
 
-METHODS = {"posterflow": run_posterflow, "bare": run_bare, "seed": run_seed}
+WORKERS = {"bare": run_bare, "seed": run_seed}
 
 
-def worker_main(method: str, catalog: str, out: str, concurrency: int) -> None:
-    """Time one method in this (fresh) process; print a JSON line."""
-    Path(out).mkdir(parents=True, exist_ok=True)
-    import aiohttp  # noqa: F401  (import cost is not fetch time)
-    import pandas  # noqa: F401
+def worker_main(method: str, url_list: str, out: str, concurrency: int) -> None:
+    """Run one baseline in this fresh process; print its own clock as a JSON line.
 
-    import tasks.fetch  # noqa: F401
+    Its imports come before the clock starts, as the fetch summary's clock starts after
+    posterflow's.
+    """
+    import urllib.request  # noqa: F401
 
-    cpu, started = os.times(), time.perf_counter()
-    ok = METHODS[method](catalog, out, concurrency)
-    seconds, cpu_end = time.perf_counter() - started, os.times()
-    cpu_s = cpu_end.user - cpu.user + cpu_end.system - cpu.system
-    print(json.dumps({"seconds": seconds, "ok": ok, "cpu_s": cpu_s, "peak_rss_mb": peak_rss_mb()}))
+    import aiohttp  # noqa: F401
+
+    started = time.perf_counter()
+    ok = WORKERS[method](url_list, out, concurrency)
+    print(json.dumps({"ok": ok, "fetch_s": time.perf_counter() - started}))
 
 
 def poster_folder(n: int, tmp: Path) -> Path:
@@ -130,17 +122,23 @@ def poster_folder(n: int, tmp: Path) -> Path:
     return folder
 
 
-def write_catalog(folder: Path, n: int, port: int, catalog: Path) -> None:
-    """catalog.parquet of n posters of `folder`, served by the mirror on `port`."""
+def write_inputs(folder: Path, n: int, port: int, tmp: Path) -> None:
+    """catalog.parquet and urls.tsv of n posters of `folder` (served by the mirror on `port`),
+    and empty ones (the commands' fixed cost)."""
     import pandas as pd
 
     from storage import fs
 
     names = sorted(p.name for p in folder.glob("*.jpg"))[:n]
     random.Random(0).shuffle(names)
-    df = pd.DataFrame({"imdb_id": [int(name.removesuffix(".jpg")) for name in names],
-                       "poster_url": [f"http://127.0.0.1:{port}/{name}" for name in names]})
-    fs.atomic_write_parquet(catalog / "catalog.parquet", df)
+    for kind, chosen in (("full", names), ("empty", [])):
+        urls = [f"http://127.0.0.1:{port}/{name}" for name in chosen]
+        df = pd.DataFrame({"imdb_id": pd.Series([int(x.removesuffix(".jpg")) for x in chosen],
+                                                dtype="int64"),
+                           "poster_url": pd.Series(urls, dtype=object)})
+        fs.atomic_write_parquet(tmp / kind / "catalog.parquet", df)
+        (tmp / kind / "urls.tsv").write_text("".join(f"{a}\t{u}\n" for a, u in zip(
+            chosen, urls, strict=True)))
 
 
 def start_mirror(folder: Path, latency_ms: float) -> tuple[subprocess.Popen, int]:
@@ -148,8 +146,8 @@ def start_mirror(folder: Path, latency_ms: float) -> tuple[subprocess.Popen, int
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "mirror", str(folder),
-                             "--port", str(port), "--latency-ms", str(latency_ms)])
+    proc = subprocess.Popen([*POSTERFLOW, "mirror", str(folder), "--port", str(port),
+                             "--latency-ms", str(latency_ms)])
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -161,79 +159,108 @@ def start_mirror(folder: Path, latency_ms: float) -> tuple[subprocess.Popen, int
             time.sleep(0.2)
 
 
-def measure(method: str, concurrency: int, catalog: Path, tmp: Path, n: int) -> dict:
-    """One timed run of a method in a fresh process and a fresh output folder."""
+def command(method: str, concurrency: int, inputs: Path, out: Path) -> list[str]:
+    """The whole command line of one method."""
+    if method == "posterflow":
+        return [*POSTERFLOW, "fetch", str(inputs), "--store", str(out),
+                "--allow-host", "127.0.0.1", "--concurrency", str(concurrency)]
+    return [sys.executable, __file__, "--worker", method, "--urls", str(inputs / "urls.tsv"),
+            "--out", str(out), "--concurrency", str(concurrency)]
+
+
+def first_json(text: str) -> dict:
+    """The first JSON object printed (the fetch summary; a baseline's own line)."""
+    return json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
+
+
+def measure(method: str, concurrency: int, inputs: Path, tmp: Path) -> dict:
+    """Whole-command seconds and CPU (user+sys) of one run; posters ok and the fetch's clock."""
     out = tmp / f"out-{method}-{concurrency}"
     shutil.rmtree(out, ignore_errors=True)
-    line = subprocess.run(
-        [sys.executable, __file__, "--worker", method, "--catalog", str(catalog), "--out",
-         str(out), "--concurrency", str(concurrency)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()[-1]
+    out.mkdir()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command(method, concurrency, inputs, out), check=True,
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     shutil.rmtree(out, ignore_errors=True)
-    result = json.loads(line)
-    if result["ok"] != n:
-        raise SystemExit(f"{method} c{concurrency}: {result['ok']} of {n} posters fetched")
-    return result
+    printed = first_json(done.stdout)
+    ok = printed["outcomes"]["ok"] if method == "posterflow" else printed["ok"]
+    fetch_s = printed["elapsed_s"] if method == "posterflow" else printed["fetch_s"]
+    cpu_s = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return {"seconds": seconds, "cpu_s": cpu_s, "ok": ok, "fetch_s": fetch_s}
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
     """Start the mirror, measure every method interleaved, print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--posters", type=int, default=3000)
+    parser.add_argument("--posters", type=int, default=5528)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--worker", choices=sorted(METHODS))
-    parser.add_argument("--catalog")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64])
+    parser.add_argument("--worker", choices=sorted(WORKERS))
+    parser.add_argument("--urls")
     parser.add_argument("--out")
-    parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     if args.worker:
-        worker_main(args.worker, args.catalog, args.out, args.concurrency)
+        worker_main(args.worker, args.urls, args.out, args.concurrency[0])
         return
 
+    seed_threads = os.cpu_count() or 1
+    plan = [(m, c) for c in args.concurrency for m in ("posterflow", "bare")]
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="posterflow-bench-") as tmp_name:
         tmp = Path(tmp_name)
         folder = poster_folder(args.posters, tmp)
         mirror, port = start_mirror(folder, args.latency_ms)
         try:
-            (tmp / "catalog").mkdir()
-            write_catalog(folder, args.posters, port, tmp / "catalog")
+            write_inputs(folder, args.posters, port, tmp)
+            measure("bare", args.concurrency[0], tmp / "full", tmp)  # warm page cache + mirror
+            fixed = {key: measure(*key, tmp / "empty", tmp)["cpu_s"]
+                     for key in [*plan, ("seed", seed_threads)]}
             runs: dict[tuple[str, int], list[dict]] = {}
-            plan = [("posterflow", 64), ("bare", 64), ("posterflow", 256), ("bare", 256)]
-            measure("bare", 64, tmp / "catalog", tmp, args.posters)  # warm page cache + mirror
             for repeat in range(args.repeats):
-                for method, conc in plan:
-                    runs.setdefault((method, conc), []).append(
-                        measure(method, conc, tmp / "catalog", tmp, args.posters))
-                if repeat == 0:
-                    seed_conc = os.cpu_count() or 1
-                    runs[("seed", seed_conc)] = [
-                        measure("seed", seed_conc, tmp / "catalog", tmp, args.posters)]
+                for key in plan:
+                    runs.setdefault(key, []).append(measure(*key, tmp / "full", tmp))
+                if repeat == 0:  # slow: latency-bound at os.cpu_count() connections
+                    runs[("seed", seed_threads)] = [
+                        measure("seed", seed_threads, tmp / "full", tmp)]
         finally:
             mirror.terminate()
             mirror.wait(10)
-    report(runs, args, folder)
+    for key, results in runs.items():
+        if any(r["ok"] != args.posters for r in results):
+            raise SystemExit(f"{key}: only {[r['ok'] for r in results]} of {args.posters} ok")
+    report(runs, fixed, args, folder, (load_before, load_average()))
 
 
-def report(runs: dict[tuple[str, int], list[dict]], args: argparse.Namespace,
-           folder: Path) -> None:
-    """Print posters/s medians, ratios and peak RSS."""
-    rate = {k: statistics.median(args.posters / r["seconds"] for r in v) for k, v in runs.items()}
-    rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in runs.items()}
-    cpu = {k: statistics.median(r["cpu_s"] for r in v) * 1000 / args.posters
-           for k, v in runs.items()}
+def report(runs: dict[tuple[str, int], list[dict]], fixed: dict[tuple[str, int], float],
+           args: argparse.Namespace, folder: Path, loads: tuple[str, str]) -> None:
+    """Print medians, ratios and CPU per poster."""
+    n = args.posters
+    rate = {k: statistics.median(n / r["seconds"] for r in v) for k, v in runs.items()}
+    fetch_rate = {k: statistics.median(n / r["fetch_s"] for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r["cpu_s"] for r in v) for k, v in runs.items()}
     seed = next(k for k in runs if k[0] == "seed")
-    print(f"{args.posters} posters from {folder}, mirror latency {args.latency_ms:g} ms, "
-          f"{os.cpu_count()} CPUs (machine shared), median of {args.repeats} runs "
-          f"(seed: 1 run)")
-    print(f"{'method':<18}{'posters/s':>11}{'x seed':>9}{'x bare':>9}{'client CPU ms/poster':>22}"
-          f"{'peak RSS MiB':>14}")
-    for key in sorted(runs, key=lambda k: (k[0] != "posterflow", k[0], k[1])):
+    print(f"{n} posters from {folder}, mirror latency {args.latency_ms:g} ms, {os.cpu_count()} "
+          f"CPUs (shared), median of {args.repeats} runs (seed: 1); load average "
+          f"{loads[0]} before, {loads[1]} after")
+    print(f"{'command':<15}{'posters/s':>10}{'x bare':>8}{'x seed':>8}{'fetch-only/s':>13}"
+          f"{'CPU ms/poster':>15}{'fixed CPU s':>13}{'marginal ms':>13}")
+    for key in sorted(runs, key=lambda k: (k[0] == "seed", k[1], k[0] != "posterflow")):
         method, conc = key
-        vs_bare = rate[key] / rate[("bare", conc)] if ("bare", conc) in rate else None
-        print(f"{f'{method} c{conc}':<18}{rate[key]:>11.0f}{rate[key] / rate[seed]:>9.1f}"
-              f"{'' if vs_bare is None else f'{vs_bare:.2f}':>9}{cpu[key]:>22.2f}{rss[key]:>14.0f}")
+        bare = ("bare", conc)
+        vs_bare = f"{rate[key] / rate[bare]:.2f}" if bare in rate else ""
+        print(f"{f'{method} c{conc}':<15}{rate[key]:>10.0f}{vs_bare:>8}"
+              f"{rate[key] / rate[seed]:>8.1f}{fetch_rate[key]:>13.0f}"
+              f"{1000 * cpu[key] / n:>15.3f}{fixed[key]:>13.2f}"
+              f"{1000 * (cpu[key] - fixed[key]) / n:>13.3f}")
 
 
 if __name__ == "__main__":

@@ -69,8 +69,28 @@ def atomic_write_bytes(url: str | os.PathLike[str], data: bytes, *, durable: boo
     if not isinstance(fs, LocalFileSystem):
         fs.pipe_file(path, data)
         return
-    with staged_file(path, durable=durable) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_local_atomic(path, data, durable=durable)
+
+
+def write_local_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
+    """`atomic_write_bytes` for a plain local path whose folder exists: the per-file fast path.
+
+    A hidden temp name beside `path`, renamed into place: four syscalls, no fsspec look-up
+    (the poster store writes thousands of small objects through this).
+    """
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 @contextlib.contextmanager

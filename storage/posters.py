@@ -81,6 +81,7 @@ class PosterStore:
         self.root = str(root).rstrip("/")
         self._fs, self._fs_root = fs.url_to_fs(self.root)
         self._local = fs.is_local(self.root)
+        self._folders: set[str] = set()  # local object folders known to exist
 
     def path(self, sha256: str) -> str:
         """Where the poster with this content hash lives."""
@@ -147,14 +148,24 @@ class PosterStore:
         rest of a fetch. An object left short by a power cut is rewritten on the next put.
         """
         sha256 = fs.sha256_bytes(data)
-        target = self.path(sha256)
-        if self._local:
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.getsize(target) == len(data):
-                    return sha256
-        elif fs.exists(target):
+        if not self._local:
+            target = self.path(sha256)
+            if not fs.exists(target):
+                fs.atomic_write_bytes(target, data, durable=False)
             return sha256
-        fs.atomic_write_bytes(target, data, durable=False)
+        target = f"{self._fs_root}/{_object_key(sha256)}"
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(target).st_size == len(data):
+                return sha256
+        folder = target.rpartition("/")[0]
+        if folder not in self._folders:  # one mkdir per fan-out folder, not one per poster
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        try:
+            fs.write_local_atomic(target, data, durable=False)
+        except FileNotFoundError:  # the folder went away since (a store deleted and remade)
+            os.makedirs(folder, exist_ok=True)
+            fs.write_local_atomic(target, data, durable=False)
         return sha256
 
     def append_index(self, rows: list[dict[str, Any]]) -> str | None:

@@ -263,16 +263,25 @@ def check_url(url: URL, policy: AddressPolicy) -> None:
         raise Rejected("bad_scheme", f"expected an http(s) URL, found {str(url)[:200]!r}")
     if not url.host:
         raise Rejected("bad_scheme", f"URL has no host: {str(url)[:200]!r}")
+    check_host(url.host, policy)
+
+
+@functools.lru_cache(maxsize=4096)
+def check_host(host: str, policy: AddressPolicy) -> None:
+    """Refuse a literal IP the policy refuses, or an obfuscated one (cached: once per host).
+
+    Only a pass is cached (lru_cache keeps no exceptions); a catalog has few hosts.
+    """
     try:
-        ipaddress.ip_address(url.host)
+        ipaddress.ip_address(host)
     except ValueError:
-        legacy = legacy_ipv4(url.host)
+        legacy = legacy_ipv4(host)
         if legacy is not None:
             raise Rejected("blocked_address",
-                           f"{url.host} is an obfuscated IPv4 address ({legacy})") from None
+                           f"{host} is an obfuscated IPv4 address ({legacy})") from None
         return
-    if not policy.permits(url.host, url.host):
-        raise Rejected("blocked_address", f"{url.host} is not a public address")
+    if not policy.permits(host, host):
+        raise Rejected("blocked_address", f"{host} is not a public address")
 
 
 def legacy_ipv4(host: str) -> str | None:
@@ -383,13 +392,14 @@ async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     if resp.content_length is not None and resp.content_length > max_bytes:
         resp.close()
         raise Rejected("too_large", f"Content-Length {resp.content_length} > {max_bytes}")
-    body = bytearray()
+    chunks, size = [], 0
     async for chunk in resp.content.iter_any():
-        body += chunk
-        if len(body) > max_bytes:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
             resp.close()
             raise Rejected("too_large", f"body passed {max_bytes} bytes")
-    return bytes(body)
+    return b"".join(chunks)  # the body's one copy (none when it came in one chunk)
 
 
 async def download(

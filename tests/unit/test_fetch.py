@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 from yarl import URL
 
 from tasks.fetch import (
+    MAX_PIXELS,
     AddressPolicy,
     FetchConfig,
     Rejected,
@@ -114,3 +118,39 @@ def test_config_defaults_and_validation() -> None:
         FetchConfig(concurrency=0)
     with pytest.raises(ValidationError):
         FetchConfig(surprise=1)  # type: ignore[call-arg]
+
+
+def noisy_jpeg(progressive: bool) -> bytes:
+    """A poster-sized JPEG of noise: a long entropy-coded stream, as real posters have."""
+    rng = random.Random(7)
+    image = Image.frombytes("RGB", (182, 268), rng.randbytes(182 * 268 * 3))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=75, progressive=progressive)
+    return buf.getvalue()
+
+
+def full_decode_fails(data: bytes) -> bool:
+    """Whether Pillow's full-size RGB decode rejects the bytes (the check before drafting)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.convert("RGB").load()
+    except Exception:  # noqa: BLE001  (any failure counts)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_reduced_size_decode_still_rejects_every_truncation(progressive: bool) -> None:
+    # check_image drafts JPEGs to 1/8 scale, luma only; libjpeg still reads every scan's
+    # entropy-coded data, so a body cut anywhere before the end is still refused.
+    data = noisy_jpeg(progressive)
+    assert data.endswith(b"\xff\xd9")
+    assert check_image(data, MAX_PIXELS) == ("jpeg", 182, 268)
+    sos = data.index(b"\xff\xda")  # the first scan's header; its entropy-coded data follows
+    scan = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    cuts = [*range(scan, len(data) - 2, 53), *range(len(data) - 40, len(data) - 2)]
+    for cut in cuts:
+        with pytest.raises(Rejected) as info:
+            check_image(data[:cut], MAX_PIXELS)
+        assert info.value.outcome == "truncated", (cut, info.value.detail)
+        assert full_decode_fails(data[:cut]), cut  # the full decode agrees
