@@ -24,7 +24,7 @@ from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
-from storage.fs import exists, sha256_file
+from storage.fs import exists, join, sha256_file
 
 log = logging.getLogger(__name__)
 MAX_GENERATIONS = 64  # stale records skipped before giving up on caching this input
@@ -87,3 +87,13 @@ def missing_outputs(paths: Callable[[Any], Iterable[str]]) -> Callable[[Any], st
 def file_digest(path: Any) -> str:
     """Content fingerprint of one file (local path or fsspec URL)."""
     return sha256_file(str(path))
+
+
+def dataset_digest(dataset_dir: Any) -> str:
+    """Content fingerprint of a dataset version: its manifest's sha256 (no shard is read).
+
+    The manifest lists each shard's sha256, so it changes whenever any shard does.
+    """
+    from storage.datasets import MANIFEST
+
+    return sha256_file(join(str(dataset_dir), MANIFEST))

@@ -1,4 +1,4 @@
-"""The train flow: embed -> train (+ evaluate, export) -> score champion -> register -> card
+"""The train flow: embed -> fit -> evaluate -> export -> score champion -> register -> card
 -> (review) -> report."""
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from flows.config import TrainFlowConfig
 from flows.train_tasks import (
     apply_review,
     embed_posters,
+    evaluate_genre_model,
+    export_genre_model,
+    fit_genre_model,
     pick_card_posters,
     publish_report,
     register_model,
     score_champion,
-    train_model,
     write_model_card,
 )
 from storage.registry import CHALLENGER
@@ -39,15 +41,18 @@ class TrainFlowResult:
 
 @flow(name="train")
 def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
-    """Train on a dataset version, export, register through the gate (or a reviewer), card."""
+    """Embed, fit, evaluate and export (each its own cached task), register through the gate
+    (or a reviewer), card."""
     storage, reg = config.storage, config.registry
     registry_root = reg.root or storage.path("registry")
     embeddings_root = config.train.embeddings_root or storage.path("embeddings")
     train_config = config.train.model_copy(update={"embeddings_root": embeddings_root})
-    embed_posters(config.dataset_dir, embeddings_root, train_config.backbone,
-                  train_config.embed_batch_size, train_config.image_size,
-                  train_config.embedded_views())
-    trained = train_model(config.dataset_dir, storage.path("runs"), train_config)
+    embedded = embed_posters(config.dataset_dir, embeddings_root, train_config.backbone,
+                             train_config.embed_batch_size, train_config.image_size,
+                             train_config.embedded_views())
+    fit = fit_genre_model(config.dataset_dir, embedded, storage.path("runs"), train_config)
+    evaluation = evaluate_genre_model(config.dataset_dir, fit, train_config)
+    trained = export_genre_model(fit, evaluation, train_config)
     champion = score_champion(registry_root, reg.model_name, config.dataset_dir)
     review_wanted = reg.approval == "required"
     registration = register_model(trained.model_dir, registry_root, reg.model_name,

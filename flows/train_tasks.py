@@ -1,9 +1,14 @@
-"""Prefect tasks of the train stages: embed, train (+ evaluate, export), gate, register, card,
+"""Prefect tasks of the train stages: embed, fit, evaluate, export, gate, register, card,
 review, report.
 
 Each task calls one stage function from `tasks/` (or the registry) and passes only paths and
-small result dataclasses across task boundaries. Only the registry write retries; training
-and evaluation fail deterministically.
+small result dataclasses across task boundaries; what is large (features, trained weights,
+the report, the SavedModel) is on the storage root, so the next task may run on another
+machine. The stage tasks are cached on their inputs' content (the dataset's manifest, the
+backbone, the views, the recipe, the previous task's output folder), so an unchanged
+retrain finds them all cached and a killed one resumes after its last finished task. Each
+stage function verifies a shard once (`storage.shard_reader.verify_once`). Only the export's
+upload and the registry write retry; embedding, fitting and evaluation fail deterministically.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from prefect import get_run_logger, task
 from prefect.context import get_run_context
 
 from flows.artifacts import ReportLinks, publish_report_artifacts, report_markdown
-from flows.caching import IO_RETRIES, StageCache, missing_outputs
+from flows.caching import IO_RETRIES, StageCache, dataset_digest, missing_outputs
 from flows.events import evented_registry
-from storage.fs import atomic_write_text, join
+from storage.fs import atomic_write_text, exists, join
 from storage.runs import new_run_id
+from tasks.train import FIT_JSON
 
 if TYPE_CHECKING:
     from flows.approval import Review
@@ -26,7 +32,9 @@ if TYPE_CHECKING:
     from tasks.images import View
     from tasks.model_card import CardData, PosterExample
     from tasks.promotion import Registration
-    from tasks.train import TrainConfig, TrainResult
+    from tasks.train import Evaluation, SavedFit, TrainConfig, TrainResult
+
+SAVED_MODEL = "saved_model.pb"  # tasks.export's marker (imported there with TensorFlow)
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,20 @@ def flow_run_id() -> str | None:
     return str(run.flow_run_id) if run is not None and run.flow_run_id else None
 
 
+def _backbone_digest(backbone: str) -> str:
+    """Cache key of a backbone: its id (a local folder's content hash, else its handle)."""
+    from tasks.backbone import backbone_id
+
+    return backbone_id(backbone)
+
+
+def _view_folders(result: EmbedResult) -> list[str]:
+    return [join(result.cache_dir, view) for view in result.views]
+
+
 @task(name="embed-posters", persist_result=True,
-      cache_policy=StageCache(stale=missing_outputs(lambda r: [r.cache_dir])))
+      cache_policy=StageCache(content={"dataset_dir": dataset_digest, "backbone": _backbone_digest},
+                              stale=missing_outputs(_view_folders)))
 def embed_posters(dataset_dir: str, embeddings_root: str, backbone: str, batch_size: int,
                   image_size: int, views: list[View]) -> EmbedResult:
     """Compute backbone features of each view for the posters the cache lacks (once each)."""
@@ -69,17 +89,74 @@ def embed_posters(dataset_dir: str, embeddings_root: str, backbone: str, batch_s
     return result
 
 
-@task(name="train-model", persist_result=True,
-      cache_policy=StageCache(stale=missing_outputs(lambda r: [r.model_dir, r.report_dir])))
-def train_model(dataset_dir: str, runs_root: str, config: TrainConfig) -> TrainResult:
-    """Fit the head on cached features, evaluate, and export the SavedModel to a new run."""
-    from tasks.train import train
+def _features(embedded: EmbedResult) -> str:
+    """What the fit reads from the embedding cache: the backbone's features of these views."""
+    return f"{embedded.backbone_id}:{','.join(embedded.views)}"
 
-    out_dir = join(runs_root, new_run_id(dataset_dir.rstrip("/").rsplit("/", 1)[-1][:16]))
-    result = train(dataset_dir, out_dir, config, flow_run_id=flow_run_id())
-    get_run_logger().info("trained %s: val macro F1 %s", result.model_dir,
-                          result.metrics.get("val", {}).get("macro_f1"))
-    return result
+
+def _run_dir(fit: SavedFit) -> str:
+    """The run folder holding the fit (`<runs>/<run>/fit`), its report and its model."""
+    return fit.fit_dir.rstrip("/").rsplit("/", 1)[0]
+
+
+@task(name="fit-model", persist_result=True,
+      cache_policy=StageCache(content={"dataset_dir": dataset_digest, "embedded": _features},
+                              stale=missing_outputs(lambda r: [join(r.fit_dir, FIT_JSON)])))
+def fit_genre_model(dataset_dir: str, embedded: EmbedResult, runs_root: str,
+                    config: TrainConfig) -> SavedFit:
+    """Fit the recipe's head(s) on the cached features into a new run's `fit/` folder."""
+    from tasks.train import fit_model
+
+    run_dir = join(runs_root, new_run_id(dataset_dir.rstrip("/").rsplit("/", 1)[-1][:16]))
+    fit = fit_model(dataset_dir, join(run_dir, "fit"), config, backbone_id=embedded.backbone_id)
+    get_run_logger().info("fitted %s: val macro F1 %.4f", fit.fit_dir, fit.val_macro_f1)
+    return fit
+
+
+def _fit_folder(fit: SavedFit) -> str:
+    """Cache key of a fit: its folder (each fit writes a new run folder)."""
+    return fit.fit_dir
+
+
+def _report_folder(evaluation: Evaluation) -> str:
+    """Cache key of an evaluation: its report folder (inside the fit's run folder)."""
+    return evaluation.report_dir
+
+
+@task(name="evaluate-model", persist_result=True,
+      cache_policy=StageCache(content={"dataset_dir": dataset_digest, "fit": _fit_folder},
+                              stale=missing_outputs(lambda r: [join(r.report_dir, "metrics.json"),
+                                                               join(r.report_dir, "sweep.json")])))
+def evaluate_genre_model(dataset_dir: str, fit: SavedFit, config: TrainConfig) -> Evaluation:
+    """Tune thresholds on val, score test once, write the run's report."""
+    from tasks.train import evaluate_fit
+
+    evaluation = evaluate_fit(dataset_dir, fit, join(_run_dir(fit), "report"), config)
+    get_run_logger().info("report %s: val macro F1 %.4f, test macro F1 %.4f",
+                          evaluation.report_dir, evaluation.metrics["val"]["macro_f1"],
+                          evaluation.metrics["test"]["macro_f1"])
+    return evaluation
+
+
+@task(name="export-model", persist_result=True, **IO_RETRIES,
+      cache_policy=StageCache(content={"fit": _fit_folder, "evaluation": _report_folder},
+                              stale=missing_outputs(lambda r: [join(r.model_dir, SAVED_MODEL)])))
+def export_genre_model(fit: SavedFit, evaluation: Evaluation, config: TrainConfig
+                       ) -> TrainResult:
+    """Export the fitted model as the run's SavedModel (staged, then renamed or uploaded).
+
+    Retried: the upload to an object store is IO. A model a killed run finished exporting
+    is kept (models are immutable).
+    """
+    from tasks.train import TrainResult, export_fit
+
+    model_dir = join(_run_dir(fit), "model")
+    if exists(join(model_dir, SAVED_MODEL)):
+        get_run_logger().info("%s was exported by an earlier run: kept", model_dir)
+    else:
+        export_fit(fit, evaluation, model_dir, config, flow_run_id=flow_run_id())
+        get_run_logger().info("exported %s", model_dir)
+    return TrainResult.of(model_dir, fit, evaluation)
 
 
 @task(name="score-champion")

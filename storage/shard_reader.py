@@ -9,11 +9,18 @@ gives the serialized ones, optionally shuffled, for input pipelines that decode 
 A version on an object store (TensorFlow cannot open s3:// or memory://) is read from this
 machine's copy in `storage.local_cache`, keyed by the manifest's sha256: its shards are
 verified once, on arrival, and reused by every later reader and run.
+
+A stage reads a split several times (labels, then features or images, then report samples);
+inside `verify_once()` (one per Prefect task, one per CLI command) each shard is hashed the
+first time it is read only, instead of on every read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -37,13 +44,43 @@ if TYPE_CHECKING:
 
 SHUFFLE_BUFFER = 4096  # records (encoded posters, ~15 kB each) held for shuffling
 VERIFY_THREADS = 4
+# (folder, shard, sha256) of the shards verified in the current `verify_once` block
+_VERIFIED: contextvars.ContextVar[set[tuple[str, str, str]] | None] = contextvars.ContextVar(
+    "posterflow_verified_shards", default=None)
+
+
+@contextlib.contextmanager
+def verify_once() -> Iterator[None]:
+    """Within the block, each shard is verified the first time it is read, not on every read.
+
+    Nested blocks share the outermost one's record. Outside any block every read verifies.
+    """
+    if _VERIFIED.get() is not None:
+        yield
+        return
+    token = _VERIFIED.set(set())
+    try:
+        yield
+    finally:
+        _VERIFIED.reset(token)
 
 
 def _verify_shards(dataset_dir: str, manifest: pd.DataFrame) -> None:
-    """Check the shards in these manifest rows; the error names the first bad one."""
+    """Check the shards in these manifest rows not yet verified in this `verify_once` block.
+
+    Each check runs in a copy of the caller's context (its Prefect run, for logs); the error
+    names the first bad shard.
+    """
+    verified = _VERIFIED.get()
+    rows = [r for r in manifest.itertuples(index=False)
+            if verified is None or (dataset_dir, r.shard, r.sha256) not in verified]
     with ThreadPoolExecutor(VERIFY_THREADS) as pool:
-        list(pool.map(lambda r: verify_shard(dataset_dir, r.shard, r.bytes, r.sha256),
-                      manifest.itertuples(index=False)))
+        checks = [pool.submit(contextvars.copy_context().run, verify_shard, dataset_dir,
+                              r.shard, r.bytes, r.sha256) for r in rows]
+        for check in checks:
+            check.result()
+    if verified is not None:
+        verified.update((dataset_dir, r.shard, r.sha256) for r in rows)
 
 
 def readable_copy(dataset_dir: str) -> tuple[str, bool]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from storage.embeddings import EmbeddingCache
 from storage.fs import join
 from tasks.backbone import backbone_id, backbone_layer
 from tasks.images import IMAGE_SIZE, View, decode_pixels, poster_view
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +43,12 @@ class EmbedResult:
     views: tuple[View, ...] = ("full",)
 
 
-def _new_posters(dataset_dir: str, splits: list[str], known: set[str],
+def _new_posters(splits: list[tf.data.Dataset], known: set[str],
                  on_record: Callable[[], None]) -> Iterator[tuple[bytes, bytes]]:
     """(sha256, encoded image) of each poster not in `known`, each once, across splits."""
-    from storage.shard_reader import read_records
-
     seen = set(known)
-    for split in splits:
-        for record in read_records(dataset_dir, split).as_numpy_iterator():
+    for records in splits:
+        for record in records.as_numpy_iterator():
             on_record()
             sha = record["sha256"].decode()
             if sha not in seen:
@@ -70,6 +71,7 @@ def embed_dataset(
     import tensorflow as tf
 
     from storage.datasets import load_dataset_info
+    from storage.shard_reader import read_records
 
     info = load_dataset_info(dataset_dir)
     splits = sorted(info.splits)
@@ -83,12 +85,15 @@ def embed_dataset(
         if progress is not None:
             progress(counter[0], records * len(views))
 
+    # Opened (and verified) once, outside the generator, which runs on a TensorFlow thread;
+    # each view's pass iterates them again.
+    split_records = [read_records(dataset_dir, split) for split in splits]
     embedded = 0
     for view in views:
         cache = EmbeddingCache(embeddings_root, bid, view)
         known = cache.known()
         images = tf.data.Dataset.from_generator(
-            lambda known=known: _new_posters(dataset_dir, splits, known, on_record),
+            lambda known=known: _new_posters(split_records, known, on_record),
             output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string)),
         ).map(lambda sha, image, view=view: (sha, poster_view(decode_pixels(image), view,
                                                               image_size)),

@@ -237,18 +237,20 @@ def rank_posters(y_true: np.ndarray, y_prob: np.ndarray, cutoffs: np.ndarray, co
 def collect_posters(model_dir: str, dataset_dir: str, count: int = CARD_POSTERS
                     ) -> tuple[list[PosterExample], list[PosterExample]]:
     """Score the exported model on the test split; its best- and worst-predicted posters."""
-    from storage.shard_reader import read_records
+    from storage.shard_reader import read_records, verify_once
     from tasks.evaluate import predict_split
     from tasks.export import load_model_assets
 
     assets = load_model_assets(model_dir)
     labels, thresholds = assets["labels"], assets["thresholds"]
-    truth, prob = predict_split(model_dir, dataset_dir, "test")
-    cutoffs = np.array([thresholds[name] for name in labels])
-    best, worst, f1 = rank_posters(truth, prob, cutoffs, count)
-    wanted = set(best) | set(worst)
-    images = {i: bytes(r["image"]) for i, r in
-              enumerate(read_records(dataset_dir, "test").as_numpy_iterator()) if i in wanted}
+    with verify_once():  # the test split is read twice
+        truth, prob = predict_split(model_dir, dataset_dir, "test")
+        cutoffs = np.array([thresholds[name] for name in labels])
+        best, worst, f1 = rank_posters(truth, prob, cutoffs, count)
+        wanted = set(best) | set(worst)
+        images = {i: bytes(r["image"]) for i, r in
+                  enumerate(read_records(dataset_dir, "test").as_numpy_iterator())
+                  if i in wanted}
 
     def example(i: int) -> PosterExample:
         true = [n for n, t in zip(labels, truth[i], strict=True) if t > 0.5]

@@ -17,10 +17,17 @@ are trained end to end from the shards at a low learning rate (the cache is bypa
 backbone is a `hub.KerasLayer`, which can only be trainable as a whole, so the model's
 `train_step` applies gradients to the chosen variables only; BatchNorm runs in inference mode
 (`training=False`) and its scale/offset stay frozen.
+
+The stage is three pieces, each a Prefect task in the train flow (`flows/train_tasks.py`) and
+called in turn by `train` (the CLI): `fit_model` trains on cached features and saves the
+trained models to a fit folder on the storage root; `evaluate_fit` tunes thresholds on val,
+scores test once and writes the report; `export_fit` writes the SavedModel. A failed export
+therefore never redoes the fit.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import re
@@ -32,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.fs import atomic_write_json, exists, is_local, join
+from storage.fs import atomic_write_bytes, atomic_write_json, exists, is_local, join, read_json
 from tasks.backbone import DEFAULT_BACKBONE, backbone_layer, block_index
 from tasks.images import View
 from tasks.model import (
@@ -48,6 +55,7 @@ from tasks.model import (
 
 if TYPE_CHECKING:
     import tensorflow as tf
+    import tensorflow_hub as hub
     import tf_keras
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,7 @@ Split = tuple[np.ndarray, np.ndarray]  # (features or images, labels)
 Recipe = Literal["default", "seed"]
 _BATCHNORM = re.compile(r"(?i)(^|[/_])(bn|batchnorm)([/_]|$)")
 REPORT_SAMPLES = 16
+FIT_JSON = "fit.json"  # written last: a fit folder without it holds no complete fit
 
 
 class HeadParams(BaseModel):
@@ -199,8 +208,37 @@ class FitResult:
 
 
 @dataclass(frozen=True)
+class SavedFit:
+    """A finished `fit_model`: its folder on the storage root and what the lineage records.
+
+    The folder holds each trained model's weights (`<name>.npz`) and `fit.json` (their
+    architectures, the training histories, the sweep), from which `evaluate_fit` and
+    `export_fit` rebuild them.
+    """
+
+    fit_dir: str
+    dataset_version: str
+    backbone_id: str
+    params: dict[str, Any]  # the recipe, with the chosen head and its best epoch
+    val_macro_f1: float
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The report's folder and its metrics (thresholds tuned on val, test scored once)."""
+
+    report_dir: str
+    metrics: dict[str, Any]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.metrics["thresholds"])
+
+
+@dataclass(frozen=True)
 class TrainResult:
-    """What `train` wrote and the headline numbers."""
+    """What the train stage wrote and the headline numbers."""
 
     model_dir: str
     report_dir: str
@@ -208,6 +246,12 @@ class TrainResult:
     params: dict[str, Any]
     backbone_id: str
     sweep: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model_dir: str, fit: SavedFit, evaluation: Evaluation) -> TrainResult:
+        """The stage's result from its pieces' results."""
+        return cls(model_dir, evaluation.report_dir, evaluation.metrics, fit.params,
+                   fit.backbone_id, fit.sweep)
 
 
 def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: int,
@@ -381,24 +425,25 @@ def model_inputs(stacked: np.ndarray, combine: Combine) -> np.ndarray:
     return combine_views(stacked, combine).numpy()
 
 
-def head_inputs(dataset_dir: str, cache_root: str, backbone: str, config: TrainConfig
+def head_inputs(dataset_dir: str, cache_root: str, backbone: str, config: TrainConfig,
+                splits: Sequence[str] = ("train", "val", "test"),
                 ) -> tuple[dict[str, Split], np.ndarray | None]:
     """Each split's (head inputs, labels) from the cache, and the flipped training inputs.
 
     With `view_examples` the training split has one row per poster and view.
     """
-    splits: dict[str, Split] = {}
+    inputs: dict[str, Split] = {}
     alternate = None
-    for split in ("train", "val", "test"):
+    for split in splits:
         shas, y = split_labels(dataset_dir, split)
         stacked = view_features(cache_root, backbone, shas, config.views)
-        splits[split] = (model_inputs(stacked, config.combine), y)
+        inputs[split] = (model_inputs(stacked, config.combine), y)
         if split == "train" and config.view_examples:
-            splits[split] = view_examples(stacked, y)
+            inputs[split] = view_examples(stacked, y)
         if split == "train" and config.flip_augment:
             flip = view_features(cache_root, backbone, shas, ["flip"])[:, 0]
             alternate = flipped_inputs(stacked, flip, config.views, config.combine)
-    return splits, alternate
+    return inputs, alternate
 
 
 def flipped_inputs(stacked: np.ndarray, flip: np.ndarray, views: Sequence[View],
@@ -455,6 +500,16 @@ def _partly_trainable_model(inputs: Any, outputs: Any, update: Sequence[tf.Varia
     return PartlyTrainable(inputs, outputs, name="fine_tuned")
 
 
+def _backbone_under(head: tf_keras.Model, config: TrainConfig
+                    ) -> tuple[tf.Tensor, tf.Tensor, hub.KerasLayer]:
+    """(images input, probabilities, backbone layer): the trainable backbone feeding `head`."""
+    import tf_keras
+
+    layer = backbone_layer(config.backbone, trainable=True)
+    images = tf_keras.Input((config.image_size, config.image_size, 3), name="images")
+    return images, head(layer(images, training=False)), layer  # BatchNorm in inference mode
+
+
 def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: TrainConfig,
               progress: TrainProgress | None = None, *,
               train_data: tf.data.Dataset | None = None) -> FitResult:
@@ -467,10 +522,8 @@ def fine_tune(dataset_dir: str, head_fit: FitResult, val_y: np.ndarray, config: 
     from tasks.images import make_dataset
 
     with distribution_strategy(config.distribution).scope():
-        layer = backbone_layer(config.backbone, trainable=True)
-        images = tf_keras.Input((config.image_size, config.image_size, 3), name="images")
         head = head_fit.model
-        outputs = head(layer(images, training=False))  # BatchNorm in inference mode
+        images, outputs, layer = _backbone_under(head, config)
         update = top_block_variables(layer.trainable_weights, config.fine_tune_blocks)
         model = _partly_trainable_model(images, outputs, [*update, *head.trainable_weights])
         model.compile(optimizer=tf_keras.optimizers.Adam(config.fine_tune_learning_rate),
@@ -516,62 +569,176 @@ def _report_samples(dataset_dir: str, probs: np.ndarray, labels: list[str],
     return samples
 
 
-def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
-          flow_run_id: str | None = None, progress: TrainProgress | None = None) -> TrainResult:
-    """Embed the views (cached), select and train the head(s), optionally fine-tune, report, export.
+# --- the stage's pieces: fit, evaluate, export --------------------------------------------
 
-    Writes `<out_dir>/report/` (metrics.json, PNGs, sweep.json) and `<out_dir>/model/`
-    (the SavedModel, which cuts the same views from raw posters). Deterministic given
-    `config.seed`.
+
+def _save_weights(fit_dir: str, name: str, model: tf_keras.Model) -> dict[str, str]:
+    """Store a model's weights as `<fit_dir>/<name>.npz` (exact values, any storage root)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, *model.get_weights())
+    atomic_write_bytes(join(fit_dir, f"{name}.npz"), buffer.getvalue())
+    return {"weights": f"{name}.npz"}
+
+
+def _save_head(fit_dir: str, name: str, head: tf_keras.Model) -> dict[str, str]:
+    """A head's (or ensemble's) weights and Keras architecture, for `_load_head`."""
+    return {**_save_weights(fit_dir, name, head), "architecture": head.to_json()}
+
+
+def _load_weights(fit_dir: str, saved: dict[str, str], model: tf_keras.Model
+                  ) -> tf_keras.Model:
+    """`model` with the weights `_save_weights` stored."""
+    from storage.fs import read_bytes
+
+    with np.load(io.BytesIO(read_bytes(join(fit_dir, saved["weights"])))) as weights:
+        model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
+    return model
+
+
+def _load_head(fit_dir: str, saved: dict[str, str]) -> tf_keras.Model:
+    """A head (or ensemble of heads) saved by `_save_head`, rebuilt from its architecture."""
+    import tf_keras
+
+    return _load_weights(fit_dir, saved, tf_keras.models.model_from_json(saved["architecture"]))
+
+
+def _final_model(fit: SavedFit, spec: dict[str, Any], selected: tf_keras.Model,
+                 config: TrainConfig) -> tf_keras.Model:
+    """The model the fit ended with: the selected head(s), or the fine-tuned backbone + head.
+
+    Fine-tuned, `selected` becomes part of the model and takes its fine-tuned weights.
+    """
+    import tf_keras
+
+    if "fine_tuned" not in spec["models"]:
+        return selected
+    images, outputs, _ = _backbone_under(selected, config)  # the backbone from its handle
+    return _load_weights(fit.fit_dir, spec["models"]["fine_tuned"],
+                         tf_keras.Model(images, outputs, name="poster_genres"))
+
+
+def fit_model(dataset_dir: str, fit_dir: str, config: TrainConfig, *, backbone_id: str,
+              progress: TrainProgress | None = None) -> SavedFit:
+    """Select and train the head(s) on cached features (fine-tune if asked); save to `fit_dir`.
+
+    Reads the train and val splits (labels from the shards, features from the embedding
+    cache, which must hold them: `tasks.embed`). `fit_dir` may be on any storage root; its
+    `fit.json` is written last. Deterministic given `config.seed`.
     """
     from storage.datasets import load_dataset_info
-    from tasks.embed import embed_dataset
-    from tasks.evaluate import best_thresholds, threshold_grid, write_report
-    from tasks.export import export_model
+    from storage.shard_reader import verify_once
 
-    model_dir, report_dir = join(out_dir, "model"), join(out_dir, "report")
-    if exists(model_dir):
-        raise FileExistsError(f"{model_dir} already exists: train into a new --out folder")
-    info = load_dataset_info(dataset_dir)
-    labels = list(info.labels)
-    cache_root = embeddings_root(dataset_dir, config)
-    embedded = embed_dataset(
-        dataset_dir, cache_root, config.backbone, views=config.embedded_views(),
-        batch_size=config.embed_batch_size, image_size=config.image_size,
-        progress=(lambda d, t: progress("embed", d, t)) if progress else None)
-    splits, alternate = head_inputs(dataset_dir, cache_root, embedded.backbone_id, config)
-    chosen, sweep_rows = select_head(splits["train"], splits["val"], config, progress, alternate)
-    histories = {chosen.params.loss: chosen.history}
-    test_x = splits["test"][0]
-    compare: dict[str, np.ndarray] = {chosen.params.loss: chosen.model.predict(test_x, verbose=0)}
-    if config.compare_losses:
-        other = chosen.params.model_copy(
-            update={"loss": "bce" if chosen.params.loss != "bce" else "soft_f1"})
-        rival = fit_head(splits["train"], splits["val"], other, config, alternate=alternate)
-        histories[other.loss] = rival.history
-        compare[other.loss] = rival.model.predict(test_x, verbose=0)
-    final, val_x, test_inputs = chosen, splits["val"][0], test_x
-    if config.fine_tune_blocks > 0:
-        from tasks.images import make_dataset
-
-        final = fine_tune(dataset_dir, chosen, splits["val"][1], config, progress)
-        histories["fine_tune"] = final.history
-        val_x, test_inputs = (make_dataset(dataset_dir, s, batch_size=config.batch_size)
-                              .map(lambda x, _: x) for s in ("val", "test"))
-    val_probs = final.model.predict(val_x, batch_size=config.batch_size, verbose=0)
-    thresholds = best_thresholds(threshold_grid(splits["val"][1], val_probs, labels), labels)
-    test_probs = final.model.predict(test_inputs, batch_size=config.batch_size, verbose=0)
-    metrics = write_report(
-        report_dir, labels=labels, histories=histories, val=(splits["val"][1], val_probs),
-        test=(splits["test"][1], test_probs), thresholds=thresholds,
-        samples=_report_samples(dataset_dir, test_probs, labels, thresholds),
-        compare_probs=compare if len(compare) > 1 else None)
+    if exists(join(fit_dir, FIT_JSON)):
+        raise FileExistsError(f"{fit_dir} already holds a fit: fit into a new folder")
+    version = load_dataset_info(dataset_dir).version
+    with verify_once():
+        splits, alternate = head_inputs(dataset_dir, embeddings_root(dataset_dir, config),
+                                        backbone_id, config, splits=("train", "val"))
+        chosen, sweep_rows = select_head(splits["train"], splits["val"], config, progress,
+                                         alternate)
+        # Saved before fine-tuning trains it further: the report compares the losses on it.
+        models = {"selected": _save_head(fit_dir, "selected", chosen.model)}
+        histories = [[chosen.params.loss, chosen.history]]
+        if config.compare_losses:
+            other = chosen.params.model_copy(
+                update={"loss": "bce" if chosen.params.loss != "bce" else "soft_f1"})
+            rival = fit_head(splits["train"], splits["val"], other, config, alternate=alternate)
+            models["rival"] = {**_save_head(fit_dir, "rival", rival.model), "loss": other.loss}
+            histories.append([other.loss, rival.history])
+        final = chosen
+        if config.fine_tune_blocks > 0:
+            final = fine_tune(dataset_dir, chosen, splits["val"][1], config, progress)
+            models["fine_tuned"] = _save_weights(fit_dir, "fine_tuned", final.model)
+            histories.append(["fine_tune", final.history])
     params = {**config.model_dump(), "head": final.params.model_dump(),
               "best_epoch": final.best_epoch}
-    atomic_write_json(join(report_dir, "sweep.json"), sweep_rows)
-    lineage = {"dataset_version": info.version, "backbone_id": embedded.backbone_id,
-               "params": params, "flow_run_id": flow_run_id}
-    export_model(model_dir, backbone_handle=config.backbone, head=final.model, labels=labels,
-                 thresholds=thresholds, metrics=metrics, lineage=lineage,
-                 image_size=config.image_size, views=config.views, combine=config.combine)
-    return TrainResult(model_dir, report_dir, metrics, params, embedded.backbone_id, sweep_rows)
+    atomic_write_json(join(fit_dir, FIT_JSON), {
+        "models": models, "loss": chosen.params.loss, "histories": histories,
+        "params": params, "val_macro_f1": final.val_macro_f1, "sweep": sweep_rows})
+    return SavedFit(fit_dir, version, backbone_id, params, final.val_macro_f1, sweep_rows)
+
+
+def evaluate_fit(dataset_dir: str, fit: SavedFit, report_dir: str, config: TrainConfig
+                 ) -> Evaluation:
+    """Tune per-label thresholds on val, score test once, write the report to `report_dir`.
+
+    `report_dir` (any storage root) receives metrics.json, the val threshold grid, the
+    figures and sweep.json.
+    """
+    from storage.datasets import load_dataset_info
+    from storage.shard_reader import verify_once
+    from tasks.evaluate import best_thresholds, threshold_grid, write_report
+    from tasks.images import make_dataset
+
+    spec = read_json(join(fit.fit_dir, FIT_JSON))
+    labels = list(load_dataset_info(dataset_dir).labels)
+    with verify_once():
+        splits, _ = head_inputs(dataset_dir, embeddings_root(dataset_dir, config),
+                                fit.backbone_id, config, splits=("val", "test"))
+        (val_x, val_y), (test_x, test_y) = splits["val"], splits["test"]
+        selected = _load_head(fit.fit_dir, spec["models"]["selected"])
+        compare: dict[str, np.ndarray] = {}
+        if "rival" in spec["models"]:  # the selected head's test probabilities, and its rival's
+            rival = spec["models"]["rival"]
+            compare = {spec["loss"]: selected.predict(test_x, verbose=0),
+                       rival["loss"]: _load_head(fit.fit_dir, rival).predict(test_x, verbose=0)}
+        final, val_inputs, test_inputs = _final_model(fit, spec, selected, config), val_x, test_x
+        if "fine_tuned" in spec["models"]:
+            val_inputs, test_inputs = (make_dataset(dataset_dir, s, batch_size=config.batch_size)
+                                       .map(lambda x, _: x) for s in ("val", "test"))
+        val_probs = final.predict(val_inputs, batch_size=config.batch_size, verbose=0)
+        thresholds = best_thresholds(threshold_grid(val_y, val_probs, labels), labels)
+        test_probs = final.predict(test_inputs, batch_size=config.batch_size, verbose=0)
+        metrics = write_report(
+            report_dir, labels=labels, histories=dict(spec["histories"]), val=(val_y, val_probs),
+            test=(test_y, test_probs), thresholds=thresholds,
+            samples=_report_samples(dataset_dir, test_probs, labels, thresholds),
+            compare_probs=compare or None)
+    atomic_write_json(join(report_dir, "sweep.json"), spec["sweep"])
+    return Evaluation(report_dir, metrics)
+
+
+def export_fit(fit: SavedFit, evaluation: Evaluation, model_dir: str, config: TrainConfig, *,
+               flow_run_id: str | None = None) -> str:
+    """Export the fit's final model with the evaluation's thresholds and metrics as a SavedModel.
+
+    Staged locally, then renamed into place or uploaded (`tasks.export.export_model`).
+    """
+    from tasks.export import export_model
+
+    spec = read_json(join(fit.fit_dir, FIT_JSON))
+    head = _final_model(fit, spec, _load_head(fit.fit_dir, spec["models"]["selected"]), config)
+    lineage = {"dataset_version": fit.dataset_version, "backbone_id": fit.backbone_id,
+               "params": fit.params, "flow_run_id": flow_run_id}
+    return export_model(model_dir, backbone_handle=config.backbone, head=head,
+                        labels=list(evaluation.metrics["labels"]),
+                        thresholds=evaluation.thresholds, metrics=evaluation.metrics,
+                        lineage=lineage, image_size=config.image_size, views=config.views,
+                        combine=config.combine)
+
+
+def train(dataset_dir: str, out_dir: str, config: TrainConfig, *,
+          flow_run_id: str | None = None, progress: TrainProgress | None = None) -> TrainResult:
+    """The whole stage in one call (the CLI's): embed (cached), fit, evaluate, export.
+
+    Writes `<out_dir>/fit/` (the trained weights), `<out_dir>/report/` (metrics.json, PNGs,
+    sweep.json) and `<out_dir>/model/` (the SavedModel, which cuts the same views from raw
+    posters). Each shard is verified once. Deterministic given `config.seed`.
+    """
+    from storage.shard_reader import verify_once
+    from tasks.embed import embed_dataset
+
+    model_dir = join(out_dir, "model")
+    if exists(model_dir):
+        raise FileExistsError(f"{model_dir} already exists: train into a new --out folder")
+    with verify_once():
+        embedded = embed_dataset(
+            dataset_dir, embeddings_root(dataset_dir, config), config.backbone,
+            views=config.embedded_views(), batch_size=config.embed_batch_size,
+            image_size=config.image_size,
+            progress=(lambda d, t: progress("embed", d, t)) if progress else None)
+        fit = fit_model(dataset_dir, join(out_dir, "fit"), config,
+                        backbone_id=embedded.backbone_id, progress=progress)
+        evaluation = evaluate_fit(dataset_dir, fit, join(out_dir, "report"), config)
+    export_fit(fit, evaluation, model_dir, config, flow_run_id=flow_run_id)
+    return TrainResult.of(model_dir, fit, evaluation)
