@@ -98,7 +98,7 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     second = run_retrain(config)
     assert second.error is None, second.error
     for stage in ("validate-catalog", "fetch-posters", "publish-dataset", "embed-posters",
-                  "train-model", "register-model"):
+                  "fit-model", "evaluate-model", "export-model", "register-model"):
         assert stage_state(second.stages, stage) == {"Cached"}, (stage, second.stages)
     assert second.as_dict()["version"] == 1 and registry.versions("posterflow") == [1]
 
@@ -208,7 +208,8 @@ def test_kill_mid_run_then_rerun_executes_only_unfinished_stages(served_demo, st
     stages = summary["stages"]
     for finished in ("validate-catalog", "fetch-posters", "publish-dataset"):
         assert stage_state(stages, finished) == {"Cached"}, (finished, stages)
-    for unfinished in ("train-model", "register-model"):
+    for unfinished in ("embed-posters", "fit-model", "evaluate-model", "export-model",
+                       "register-model"):
         assert stage_state(stages, unfinished) == {"Completed"}, (unfinished, stages)
     assert summary["version"] == 1
     assert sorted(p.name for p in data_root.glob("registry/posterflow/[0-9]*")) == ["1"]

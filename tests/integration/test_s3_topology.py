@@ -59,7 +59,7 @@ def test_retrain_with_s3_roots_then_rerun_is_cached(harness, served_demo, standi
     second = run_retrain(config)
     assert second.error is None, second.error
     for stage in ("validate-catalog", "fetch-posters", "publish-dataset", "embed-posters",
-                  "train-model", "register-model"):
+                  "fit-model", "evaluate-model", "export-model", "register-model"):
         assert stage_state(second.stages, stage) == {"Cached"}, (stage, second.stages)
     assert registry.versions("posterflow") == [1]
 
