@@ -24,6 +24,7 @@ from flows.caching import IO_RETRIES, StageCache, dataset_digest, missing_output
 from flows.events import evented_registry
 from storage.fs import atomic_write_text, exists, join
 from storage.runs import new_run_id
+from tasks.export import SAVED_MODEL
 from tasks.train import FIT_JSON
 
 if TYPE_CHECKING:
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
     from tasks.model_card import CardData, PosterExample
     from tasks.promotion import Registration
     from tasks.train import Evaluation, SavedFit, TrainConfig, TrainResult
-
-SAVED_MODEL = "saved_model.pb"  # tasks.export's marker (imported there with TensorFlow)
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ def _backbone_digest(backbone: str) -> str:
 
 
 def _view_folders(result: EmbedResult) -> list[str]:
+    """The embedding cache folders an embed result names, one per view."""
     return [join(result.cache_dir, view) for view in result.views]
 
 

@@ -638,18 +638,19 @@ def fit_model(dataset_dir: str, fit_dir: str, config: TrainConfig, *, backbone_i
                                          alternate)
         # Saved before fine-tuning trains it further: the report compares the losses on it.
         models = {"selected": _save_head(fit_dir, "selected", chosen.model)}
-        histories = [[chosen.params.loss, chosen.history]]
+        histories: list[tuple[str, dict[str, list[float]]]] = [(chosen.params.loss,
+                                                                 chosen.history)]
         if config.compare_losses:
             other = chosen.params.model_copy(
                 update={"loss": "bce" if chosen.params.loss != "bce" else "soft_f1"})
             rival = fit_head(splits["train"], splits["val"], other, config, alternate=alternate)
             models["rival"] = {**_save_head(fit_dir, "rival", rival.model), "loss": other.loss}
-            histories.append([other.loss, rival.history])
+            histories.append((other.loss, rival.history))
         final = chosen
         if config.fine_tune_blocks > 0:
             final = fine_tune(dataset_dir, chosen, splits["val"][1], config, progress)
             models["fine_tuned"] = _save_weights(fit_dir, "fine_tuned", final.model)
-            histories.append(["fine_tune", final.history])
+            histories.append(("fine_tune", final.history))
     params = {**config.model_dump(), "head": final.params.model_dump(),
               "best_epoch": final.best_epoch}
     atomic_write_json(join(fit_dir, FIT_JSON), {

@@ -233,10 +233,10 @@ def train_command(
         help="tf.distribute strategy: default, mirrored (all local GPUs) or "
         "multi_worker_mirrored (reads TF_CONFIG).")] = model_default(TRAIN, "distribution"),
 ) -> None:
-    """Train the genre model: embed (cached), train the head, report, export the SavedModel.
+    """Train the genre model: embed (cached), fit the head, evaluate (report), export.
 
-    Exit 1 when the run folder already holds a model, 2 when the dataset or backbone cannot
-    be read.
+    The train flow's pieces, in one process (`tasks.train.train`). Exit 1 when the run
+    folder already holds a model or a fit, 2 when the dataset or backbone cannot be read.
     """
     quiet.start_tensorflow()
     from pydantic import ValidationError

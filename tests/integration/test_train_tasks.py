@@ -34,7 +34,7 @@ def _run(config: TrainFlowConfig) -> tuple[Any, list[tuple[str, str]]]:
     from flows.train import train_flow
 
     state = train_flow(config, return_state=True)
-    assert state.is_completed(), state.message
+    assert state.is_completed() and state.state_details.flow_run_id, state.message
     return state.result(), stage_states(state.state_details.flow_run_id)
 
 
