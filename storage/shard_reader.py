@@ -10,9 +10,9 @@ A version on an object store (TensorFlow cannot open s3:// or memory://) is read
 machine's copy in `storage.local_cache`, keyed by the manifest's sha256: its shards are
 verified once, on arrival, and reused by every later reader and run.
 
-A stage reads a split several times (labels, then features or images, then report samples);
-inside `verify_once()` (one per Prefect task, one per CLI command) each shard is hashed the
-first time it is read only, instead of on every read.
+A stage reads a split several times (labels, then features or images, then report samples):
+inside `verify_once()`, which the train stage's functions open (so once per Prefect task,
+once per `posterflow train`), a shard is hashed the first time it is read only.
 """
 
 from __future__ import annotations
