@@ -48,7 +48,8 @@ TOPOLOGIES = (("local", "threads"), ("local", "dask"), ("s3", "threads"), ("s3",
 BUCKET = "posterflow-bench"
 # The stages whose task runs are cached on their inputs' content (the rest are cheap reads).
 CACHED_STAGES = ("validate-catalog", "fetch-posters", "build-dataset-part", "publish-dataset",
-                 "embed-posters", "train-model", "register-model")
+                 "embed-posters", "fit-model", "evaluate-model", "export-model",
+                 "register-model")
 
 
 def start_s3() -> tuple[Any, dict[str, str]]:
