@@ -93,6 +93,15 @@ def prefect_server(home: Path) -> Iterator[tuple[str, float]]:
         proc.wait(timeout=60)
 
 
+def dev_posters_and_backbone(shared: Path) -> tuple[Path, Path]:
+    """The dev posters (catalog + posters/) and the real MobileNetV2 under ../shared."""
+    dev = shared / "data" / "posters-dev"
+    backbone = shared / "backbones" / "mobilenet_v2_100_224_feature_vector"
+    if not dev.is_dir() or not backbone.is_dir():
+        raise SystemExit(f"needs {dev} and {backbone}")
+    return dev, backbone
+
+
 def children_cpu() -> float:
     """CPU seconds of the finished children of this process."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -186,10 +195,7 @@ def main() -> None:
         flow_run, started, wall = args.spans
         print(json.dumps(stage_spans(flow_run, datetime.fromisoformat(started), float(wall))))
         return
-    dev = args.shared / "data" / "posters-dev"
-    backbone = args.shared / "backbones" / "mobilenet_v2_100_224_feature_vector"
-    if not dev.is_dir() or not backbone.is_dir():
-        raise SystemExit(f"needs {dev} and {backbone}")
+    dev, backbone = dev_posters_and_backbone(args.shared)
     from flows.demo import free_port, serve_folder
 
     work = Path(tempfile.mkdtemp(prefix="posterflow-bench-pipeline-"))

@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # this process loads the mod
 
 from benchmarks.pipeline import (  # noqa: E402  (after the path insert, as a script)
     RECIPES,
+    dev_posters_and_backbone,
     prefect_server,
     print_table,
     run_command,
@@ -102,10 +103,7 @@ def main() -> None:
                         help="Threads / Dask workers, fetch chunks and shard parts.")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="seed")
     args = parser.parse_args()
-    dev = args.shared / "data" / "posters-dev"
-    backbone = args.shared / "backbones" / "mobilenet_v2_100_224_feature_vector"
-    if not dev.is_dir() or not backbone.is_dir():
-        raise SystemExit(f"needs {dev} and {backbone}")
+    dev, backbone = dev_posters_and_backbone(args.shared)
     from flows.config import RegistryConfig
     from flows.demo import free_port, serve_folder
     from storage import fs
