@@ -1,6 +1,7 @@
 """Driving a real Prefect server from the e2e tests: its CLI, its REST API, its processes.
 
-The server and worker fixtures that use these are in tests/e2e/conftest.py.
+The server and worker fixtures built on `running_prefect_server` and `running_process_worker`
+are in tests/e2e/conftest.py (module-scoped) and tests/e2e/test_prefect_ui.py (per test).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +79,52 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextmanager
+def running_prefect_server(folder: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """`prefect server start` on 127.0.0.1:<free port>, PREFECT_HOME and log in `folder`.
+
+    Yields the server's URL and the environment a client of it needs; stops it on exit.
+    """
+    from flows.demo import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PREFECT_HOME": str(folder / "prefect-home"),
+           "PREFECT_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PWD": str(REPO)}  # prefect.yaml's pull step runs flows from {{ $PWD }}
+    log_path = folder / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+             str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + STARTUP_S
+            while True:
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    api(f"{url}/api/health")
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the Prefect server did not start"
+                    time.sleep(0.5)
+            yield url, env
+        finally:
+            stop(server)
+
+
+@contextmanager
+def running_process_worker(env: dict[str, str], log_path: Path) -> Iterator[None]:
+    """The process work pool `cpu` and one `prefect worker start` polling it, logging to
+    `log_path`; stopped on exit."""
+    prefect_cli("work-pool", "create", "cpu", "--type", "process", env=env)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--type",
+             "process", "--prefetch-seconds", "5"], env=env, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield
+        finally:
+            stop(proc)

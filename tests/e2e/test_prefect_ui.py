@@ -10,7 +10,6 @@ version appears in the registry. Server, worker and browser are stopped even on 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,13 +19,18 @@ from typing import Any
 
 import pytest
 
-from flows.demo import free_port
 from tests.flow_helpers import tiny_config_data
-from tests.prefect_server_helpers import STARTUP_S, api, prefect_cli, stop
+from tests.prefect_server_helpers import (
+    REPO,
+    api,
+    prefect_cli,
+    running_prefect_server,
+    running_process_worker,
+    stop,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -36,47 +40,16 @@ RUN_S = 240
 
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`prefect server start` on 127.0.0.1:<free port> with a temporary PREFECT_HOME."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "PREFECT_API_URL": f"{url}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PWD": str(REPO)}  # prefect.yaml's pull step runs flows from {{ $PWD }}
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-         str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                api(f"{url}/api/health")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Prefect server did not start"
-                time.sleep(0.5)
-        yield url, env
-    finally:
-        stop(server)
-        log.close()
+    """A fresh `prefect server start` per test (this module's tests each read its runs)."""
+    with running_prefect_server(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
 def worker(prefect_server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[None]:
     """A process work pool `cpu` and one worker polling it."""
-    _, env = prefect_server
-    prefect_cli("work-pool", "create", "cpu", "--type", "process", env=env)
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--type",
-         "process", "--prefetch-seconds", "5"], env=env, cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with running_process_worker(prefect_server[1], tmp_path / "worker.log"):
         yield
-    finally:
-        stop(proc)
-        log.close()
 
 
 def _wait_for_run(url: str, deployment_id: str, data_root: str) -> dict[str, Any]:
