@@ -57,7 +57,7 @@ def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
     review_wanted = reg.approval == "required"
     registration = register_model(trained.model_dir, registry_root, reg.model_name,
                                   reg.margin, reg.force, champion, review_wanted)
-    posters = pick_card_posters(registry_root, registration, config.dataset_dir)
+    posters = pick_card_posters(trained, config.dataset_dir)
     card_inputs = (champion, posters, config.dataset_dir, registry_root, storage.data_root,
                    config.notes)
     if review_wanted and registration.alias == CHALLENGER:

@@ -202,15 +202,12 @@ def register_model(model_dir: str, registry_root: str, model_name: str, margin: 
 
 
 @task(name="pick-card-posters")
-def pick_card_posters(registry_root: str, registration: Registration, dataset_dir: str
+def pick_card_posters(trained: TrainResult, dataset_dir: str
                       ) -> tuple[list[PosterExample], list[PosterExample]]:
-    """The registered model's best- and worst-predicted test posters, for its card."""
-    from storage.registry import Registry
+    """The trained model's best- and worst-predicted test posters, for its card."""
     from tasks.model_card import collect_posters
 
-    # TensorFlow loads local folders only: the registry's local copy on object stores.
-    version_dir = Registry(registry_root).local_path(registration.model, registration.version)
-    return collect_posters(version_dir, dataset_dir)
+    return collect_posters(trained.report_dir, dataset_dir)
 
 
 @task(name="write-model-card", **IO_RETRIES)

@@ -9,6 +9,7 @@ compare a champion and a candidate on the same records.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from storage.fs import atomic_write_bytes, atomic_write_json, join
+from storage.fs import atomic_write_bytes, atomic_write_json, join, url_to_fs
 from tasks.model import confusion_counts, macro_f1, micro_f1, per_label_scores
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,21 @@ def split_metrics(
     }
 
 
+TEST_PROBABILITIES = "test_probabilities.npy"  # float32 [test posters, labels], records' order
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, np.float32))
+    return buffer.getvalue()
+
+
+def read_test_probabilities(report_dir: str) -> np.ndarray:
+    """The test split's probabilities that `write_report` stored."""
+    fs, inner = url_to_fs(join(str(report_dir), TEST_PROBABILITIES))
+    return np.load(io.BytesIO(fs.cat_file(inner)))
+
+
 def write_report(
     report_dir: str | Path,
     *,
@@ -101,7 +117,8 @@ def write_report(
     samples: Sequence[tuple[bytes, Sequence[str], Sequence[str]]],
     compare_probs: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json, the val threshold grid and the report's figures; return the metrics."""
+    """Write metrics.json, the val threshold grid, the test probabilities and the report's
+    figures; return the metrics."""
     labels = list(labels)
     metrics: dict[str, Any] = {
         "labels": labels,
@@ -112,6 +129,8 @@ def write_report(
     root = str(report_dir)
     grid = threshold_grid(*val, labels)
     atomic_write_bytes(join(root, "threshold_grid.csv"), grid.to_csv(index=False).encode())
+    # The card's best and worst posters come from these, not from scoring the export again.
+    atomic_write_bytes(join(root, TEST_PROBABILITIES), _npy(test[1]))
     figures = {
         "learning_curves.png": lambda: plot_learning_curves(histories),
         "per_label_f1.png": lambda: plot_per_label_f1(metrics, labels),

@@ -234,17 +234,22 @@ def rank_posters(y_true: np.ndarray, y_prob: np.ndarray, cutoffs: np.ndarray, co
     return ([int(i) for i in order[:count]], [int(i) for i in order[::-1][:count]], f1)
 
 
-def collect_posters(model_dir: str, dataset_dir: str, count: int = CARD_POSTERS
+def collect_posters(report_dir: str, dataset_dir: str, count: int = CARD_POSTERS
                     ) -> tuple[list[PosterExample], list[PosterExample]]:
-    """Score the exported model on the test split; its best- and worst-predicted posters."""
-    from storage.shard_reader import read_records, verify_once
-    from tasks.evaluate import predict_split
-    from tasks.export import load_model_assets
+    """The best- and worst-predicted test posters, by the evaluation's test probabilities.
 
-    assets = load_model_assets(model_dir)
-    labels, thresholds = assets["labels"], assets["thresholds"]
-    with verify_once():  # the test split is read twice
-        truth, prob = predict_split(model_dir, dataset_dir, "test")
+    Those are the exported model's to 1e-3 (`tests/model/` scores both paths), so the card
+    needs no second pass of the backbone over the test split.
+    """
+    from storage.shard_reader import read_records, verify_once
+    from tasks.evaluate import read_test_probabilities
+
+    metrics = read_json(join(report_dir, "metrics.json"))
+    labels, thresholds = metrics["labels"], metrics["thresholds"]
+    prob = read_test_probabilities(report_dir)
+    with verify_once():  # the test split is read twice: labels, then the chosen images
+        truth = np.array([r for r in read_records(dataset_dir, "test")
+                          .map(lambda r: r["labels"]).as_numpy_iterator()]).reshape(prob.shape)
         cutoffs = np.array([thresholds[name] for name in labels])
         best, worst, f1 = rank_posters(truth, prob, cutoffs, count)
         wanted = set(best) | set(worst)

@@ -16,6 +16,7 @@ from tasks.evaluate import (
     LabelMismatchError,
     best_thresholds,
     evaluate_saved_model,
+    read_test_probabilities,
     threshold_grid,
     write_report,
 )
@@ -71,7 +72,8 @@ def test_write_report_writes_figures_and_metrics(tmp_path: Path) -> None:
     )
     files = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert files == ["learning_curves.png", "metrics.json", "per_label_f1.png", "poster_grid.png",
-                     "probability_histograms.png", "threshold_grid.csv"]
+                     "probability_histograms.png", "test_probabilities.npy",
+                     "threshold_grid.csv"]
     for name in files:
         if name.endswith(".png"):
             assert Image.open(io.BytesIO((tmp_path / "report" / name).read_bytes())).size[0] > 100
@@ -82,6 +84,8 @@ def test_write_report_writes_figures_and_metrics(tmp_path: Path) -> None:
     assert set(metrics["test"]["per_label_tuned"]) == set(labels)
     assert metrics["thresholds"] == thresholds and metrics["test"]["records"] == 30
     assert len(pd.read_csv(tmp_path / "report" / "threshold_grid.csv")) == 3 * 101
+    stored = read_test_probabilities(str(tmp_path / "report"))
+    assert stored.dtype == np.float32 and np.array_equal(stored, test[1])
 
 
 @pytest.fixture(scope="module")
