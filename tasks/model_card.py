@@ -238,18 +238,18 @@ def collect_posters(report_dir: str, dataset_dir: str, count: int = CARD_POSTERS
                     ) -> tuple[list[PosterExample], list[PosterExample]]:
     """The best- and worst-predicted test posters, by the evaluation's test probabilities.
 
-    Those are the exported model's to 1e-3 (`tests/model/` scores both paths), so the card
-    needs no second pass of the backbone over the test split.
+    Those equal the exported model's, poster by poster, to 1e-3 (`tests/model/` checks
+    it), so the card needs no second pass of the backbone over the test split.
     """
     from storage.shard_reader import read_records, verify_once
     from tasks.evaluate import read_test_probabilities
+    from tasks.train import split_labels
 
     metrics = read_json(join(report_dir, "metrics.json"))
     labels, thresholds = metrics["labels"], metrics["thresholds"]
     prob = read_test_probabilities(report_dir)
     with verify_once():  # the test split is read twice: labels, then the chosen images
-        truth = np.array([r for r in read_records(dataset_dir, "test")
-                          .map(lambda r: r["labels"]).as_numpy_iterator()]).reshape(prob.shape)
+        _, truth = split_labels(dataset_dir, "test")
         cutoffs = np.array([thresholds[name] for name in labels])
         best, worst, f1 = rank_posters(truth, prob, cutoffs, count)
         wanted = set(best) | set(worst)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from storage.shard_reader import read_records
 from tasks.backbone import build_standin_backbone
 from tasks.demo import POSTER_SIZE, render_poster
+from tasks.evaluate import read_test_probabilities
 from tasks.export import load_model_assets
 from tasks.model import macro_f1
 from tasks.train import TrainConfig, TrainResult, train
@@ -109,3 +110,6 @@ def test_exported_signature_scores_the_test_split_as_training_did(trained, serve
     assert macro_f1(y, probs) == pytest.approx(result.metrics["test"]["macro_f1"], abs=1e-3)
     assert macro_f1(y, probs, thresholds, labels) == pytest.approx(
         result.metrics["test"]["macro_f1_tuned"], abs=1e-3)
+    # The model card ranks its posters by the report's stored test probabilities: they must
+    # be the exported model's, poster by poster, in the records' order.
+    np.testing.assert_allclose(read_test_probabilities(result.report_dir), probs, atol=1e-3)
