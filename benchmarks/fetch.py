@@ -8,12 +8,14 @@ writing into a fresh folder, repeats interleaved:
                   every check (address per hop, byte cap, magic bytes, pixel cap, decode,
                   sha256), atomic object writes, index parts, report, summary, compaction
   bare cN         one ClientSession, N workers, resp.read(), a file write; no checks
+  floor cN        the bare loop in a process that first imports the libraries posterflow's
+                  command must load (FETCH_LIBRARIES): what start-up alone costs
   seed            urllib.request.urlretrieve in a ThreadPoolExecutor(os.cpu_count())
 Prints medians of posters/s (whole command, start-up included), the ratios at equal
-concurrency, posters/s of the fetch alone (start-up excluded: the stage's own clock), and
-CPU per poster (user+sys of the command: steadier than wall time on a shared machine),
-split into the command's fixed cost (one run over an empty list) and the marginal
-CPU per poster. The load average is printed before and after.
+concurrency (x bare, x floor, x seed), posters/s of the fetch alone (start-up excluded:
+the stage's own clock), and CPU per poster (user+sys of the command: steadier than wall
+time on a shared machine), split into the command's fixed cost (one run over an empty
+list) and the marginal CPU per poster. The load average is printed before and after.
 
     .venv/bin/python benchmarks/fetch.py [--posters 5528] [--repeats 3] [--concurrency 64]
 """
@@ -37,6 +39,11 @@ from pathlib import Path
 SHARED = Path(os.environ.get("POSTERFLOW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SHARED_POSTERS = SHARED / "data" / "posters-dev" / "posters"
 POSTERFLOW = [sys.executable, "-m", "flows.cli"]
+# The third-party libraries `posterflow fetch` loads. pandas is among them although the fetch
+# never builds a frame: pyarrow imports it on the first `pa.array` (any Parquet written from
+# Python rows), so a command that writes a Parquet report pays it.
+FETCH_LIBRARIES = ("pandas", "pyarrow.parquet", "PIL.Image", "pydantic", "typer", "rich.progress",
+                   "fsspec", "psutil", "yarl")
 
 
 def read_urls(url_list: str) -> list[tuple[str, str]]:
@@ -88,7 +95,7 @@ def run_seed(url_list: str, out: str, concurrency: int) -> int:
         return sum(pool.map(get, read_urls(url_list)))
 
 
-WORKERS = {"bare": run_bare, "seed": run_seed}
+WORKERS = {"bare": run_bare, "floor": run_bare, "seed": run_seed}
 
 
 def worker_main(method: str, url_list: str, out: str, concurrency: int) -> None:
@@ -97,10 +104,13 @@ def worker_main(method: str, url_list: str, out: str, concurrency: int) -> None:
     Its imports come before the clock starts, as the fetch summary's clock starts after
     posterflow's.
     """
+    import importlib
     import urllib.request  # noqa: F401
 
     import aiohttp  # noqa: F401
 
+    for library in FETCH_LIBRARIES if method == "floor" else ():
+        importlib.import_module(library)
     started = time.perf_counter()
     ok = WORKERS[method](url_list, out, concurrency)
     print(json.dumps({"ok": ok, "fetch_s": time.perf_counter() - started}))
@@ -213,7 +223,7 @@ def main() -> None:
         return
 
     seed_threads = os.cpu_count() or 1
-    plan = [(m, c) for c in args.concurrency for m in ("posterflow", "bare")]
+    plan = [(m, c) for c in args.concurrency for m in ("posterflow", "bare", "floor")]
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="posterflow-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -251,13 +261,14 @@ def report(runs: dict[tuple[str, int], list[dict]], fixed: dict[tuple[str, int],
     print(f"{n} posters from {folder}, mirror latency {args.latency_ms:g} ms, {os.cpu_count()} "
           f"CPUs (shared), median of {args.repeats} runs (seed: 1); load average "
           f"{loads[0]} before, {loads[1]} after")
-    print(f"{'command':<15}{'posters/s':>10}{'x bare':>8}{'x seed':>8}{'fetch-only/s':>13}"
-          f"{'CPU ms/poster':>15}{'fixed CPU s':>13}{'marginal ms':>13}")
-    for key in sorted(runs, key=lambda k: (k[0] == "seed", k[1], k[0] != "posterflow")):
+    print(f"{'command':<15}{'posters/s':>10}{'x bare':>8}{'x floor':>8}{'x seed':>8}"
+          f"{'fetch-only/s':>13}{'CPU ms/poster':>15}{'fixed CPU s':>13}{'marginal ms':>13}")
+    order = ("posterflow", "bare", "floor", "seed")
+    for key in sorted(runs, key=lambda k: (k[0] == "seed", k[1], order.index(k[0]))):
         method, conc = key
-        bare = ("bare", conc)
-        vs_bare = f"{rate[key] / rate[bare]:.2f}" if bare in rate else ""
-        print(f"{f'{method} c{conc}':<15}{rate[key]:>10.0f}{vs_bare:>8}"
+        ratios = [f"{rate[key] / rate[(base, conc)]:.2f}" if (base, conc) in rate else ""
+                  for base in ("bare", "floor")]
+        print(f"{f'{method} c{conc}':<15}{rate[key]:>10.0f}{ratios[0]:>8}{ratios[1]:>8}"
               f"{rate[key] / rate[seed]:>8.1f}{fetch_rate[key]:>13.0f}"
               f"{1000 * cpu[key] / n:>15.3f}{fixed[key]:>13.2f}"
               f"{1000 * (cpu[key] - fixed[key]) / n:>13.3f}")
