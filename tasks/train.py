@@ -4,7 +4,7 @@ The seed trained a frozen MobileNetV2 + head end to end on decoded images for 30
 the backbone ran 30 times per poster. Here the backbone runs once per poster and view
 (`tasks.embed`, cached by sha256 + backbone + view), and epochs run on 1280-d features: with
 no augmentation this is the same computation (tests/unit/test_train.py proves equal losses).
-The default recipe sees three views of each poster (`tasks.images`), trains a faster,
+The default recipe sees seven views of each poster (`tasks.images`), trains a faster,
 regularised head on each view's features as an example of its own and predicts from the
 views' averaged features; `recipe="seed"` is the tutorial's method. Model selection
 uses the val split only: early stopping on whole-split val macro F1 (best weights restored),
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.fs import atomic_write_bytes, atomic_write_json, exists, is_local, join, read_json
 from tasks.backbone import DEFAULT_BACKBONE, backbone_layer, block_index
-from tasks.images import View
+from tasks.images import CORNERS, View
 from tasks.model import (
     Combine,
     LossName,
@@ -115,10 +115,12 @@ class TrainConfig(BaseModel):
         "two levels above the dataset folder.")
     image_size: int = Field(224, ge=32, description="Backbone input size.")
     views: list[View] = Field(
-        ["full", "top", "bottom"], min_length=1,
+        ["full", "top", "bottom", *CORNERS], min_length=1,
         description="Views of each poster the model sees, each embedded once: 'full' (the "
         "whole poster squashed to a square, the seed), 'top'/'bottom' (its first/last "
-        "square), 'pad' (letterboxed), 'flip' (mirrored full). The SavedModel cuts them too.")
+        "square), 'top_left'/'top_right'/'bottom_left'/'bottom_right' (corner squares of "
+        "2/3 the short side), 'pad' (letterboxed), 'flip' (mirrored full). The SavedModel "
+        "cuts them too.")
     combine: Combine = Field("mean", description="How the views' features meet: 'mean' "
                              "(average) or 'concat'.")
     flip_augment: bool = Field(

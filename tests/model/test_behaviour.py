@@ -23,6 +23,7 @@ from tasks.backbone import build_standin_backbone
 from tasks.demo import POSTER_SIZE, render_poster
 from tasks.evaluate import read_test_probabilities
 from tasks.export import load_model_assets
+from tasks.images import CORNERS
 from tasks.model import macro_f1
 from tasks.train import TrainConfig, TrainResult, train
 from tests.model_helpers import write_painted_dataset
@@ -63,7 +64,7 @@ def genres(serve, posters: list[bytes]) -> list[set[str]]:  # noqa: ANN001
 
 def test_the_default_recipe_learns_the_painted_genres(trained) -> None:  # noqa: ANN001
     result, _, _ = trained
-    assert result.params["views"] == ["full", "top", "bottom"]
+    assert result.params["views"] == ["full", "top", "bottom", *CORNERS]
     assert result.metrics["test"]["macro_f1"] > 0.6  # chance level is about 0.4
 
 

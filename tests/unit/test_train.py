@@ -17,7 +17,7 @@ from storage.embeddings import EmbeddingCache
 from storage.shard_reader import read_records
 from tasks.backbone import build_standin_backbone
 from tasks.embed import embed_dataset
-from tasks.images import decode_image
+from tasks.images import CORNERS, decode_image
 from tasks.model import build_head, macro_f1, macro_soft_f1
 from tasks.train import (
     HeadParams,
@@ -120,7 +120,7 @@ def test_default_embedding_cache_lives_beside_datasets(tmp_path: Path) -> None:
 def test_default_trains_on_each_view_and_predicts_on_their_mean(
         dataset: Path, standin: Path, tmp_path: Path) -> None:
     config = TrainConfig(backbone=str(standin), embeddings_root=str(tmp_path / "emb"))
-    assert config.view_examples and config.views == ["full", "top", "bottom"]
+    assert config.view_examples and config.views == ["full", "top", "bottom", *CORNERS]
     backbone_id = embed_dataset(str(dataset), config.embeddings_root, str(standin),
                                 views=config.views).backbone_id
     splits, _ = head_inputs(str(dataset), config.embeddings_root, backbone_id, config)
@@ -130,7 +130,7 @@ def test_default_trains_on_each_view_and_predicts_on_their_mean(
         stacked = np.stack([per_view[v].read(shas) for v in config.views], axis=1)
         if split == "train":  # one example per poster and view, the poster's labels
             np.testing.assert_array_equal(splits[split][0], stacked.reshape(-1, stacked.shape[-1]))
-            np.testing.assert_array_equal(splits[split][1], np.repeat(y, 3, axis=0))
+            np.testing.assert_array_equal(splits[split][1], np.repeat(y, len(config.views), axis=0))
         else:  # the mean of the views, as the SavedModel computes
             np.testing.assert_allclose(splits[split][0], stacked.mean(1), rtol=1e-6)
             np.testing.assert_array_equal(splits[split][1], y)
