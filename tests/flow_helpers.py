@@ -17,7 +17,10 @@ def tiny_config_data(csv_path: str, data_root: Path, backbone: str) -> dict[str,
         "catalog": {"min_genre_count": 3, "reject_tolerance": 0.1},  # 4 defects in 66 rows
         "fetch": {"allow_hosts": ["127.0.0.1"], "concurrency": 8},
         "scale": {"fetch_chunks": 2, "max_workers": 2},
+        # Three of the default's seven views (one corner): the flows need several, not all,
+        # and each costs an embedding pass per retrain.
         "train": {"backbone": backbone, "batch_size": 32, "patience": 3, "embed_batch_size": 32,
+                  "views": ["full", "top", "bottom_right"],
                   "head": {"learning_rate": 1e-3, "epochs": 5, "hidden": 32}},
         "notes": ["integration test run"],
     }
