@@ -31,13 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.train import BACKBONE, prepare_dataset  # noqa: E402
+from tasks.images import CORNERS  # noqa: E402
 
 THREE = ["full", "top", "bottom"]
-RECIPES: dict[str, dict[str, Any]] = {  # TrainConfig fields; {} is today's default
+RECIPES: dict[str, dict[str, Any]] = {  # TrainConfig fields over its defaults
     "3 views (the previous default)": {"views": THREE},
     "3 views + flip": {"views": [*THREE, "flip"]},
     "3 views + flip and pad": {"views": [*THREE, "flip", "pad"]},
-    "default: 3 views + 4 corners": {},
+    "default: 3 views + 4 corners": {"views": [*THREE, *CORNERS]},
 }
 ENSEMBLE_SIZES = (3, 5)
 SPLITS = ("val", "test")
