@@ -29,6 +29,13 @@ View = Literal["full", "flip", "top", "bottom", "pad", "top_left", "top_right", 
                "bottom_right"]
 CORNERS: tuple[View, ...] = ("top_left", "top_right", "bottom_left", "bottom_right")
 CORNER_SIDE = 2 / 3  # a corner view's side, as a fraction of the poster's short side
+# The square crops: (side as a fraction of the short side, at the far end down, across).
+# "top"/"bottom" are the first/last whole squares along the long side.
+SQUARES: dict[View, tuple[float, bool, bool]] = {
+    "top": (1.0, False, False), "bottom": (1.0, True, True),
+    "top_left": (CORNER_SIDE, False, False), "top_right": (CORNER_SIDE, False, True),
+    "bottom_left": (CORNER_SIDE, True, False), "bottom_right": (CORNER_SIDE, True, True),
+}
 VIEWS: tuple[View, ...] = get_args(View)
 
 
@@ -51,20 +58,13 @@ def poster_view(pixels: tf.Tensor, view: View, image_size: int = IMAGE_SIZE) -> 
             image = tf.image.flip_left_right(image)
     elif view == "pad":
         image = tf.image.resize_with_pad(pixels, image_size, image_size, method="bilinear")
-    elif view in ("top", "bottom"):
-        height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
-        side = tf.minimum(height, width)
-        offset_y = 0 if view == "top" else height - side
-        offset_x = 0 if view == "top" else width - side
-        square = tf.image.crop_to_bounding_box(pixels, offset_y, offset_x, side, side)
-        image = tf.image.resize(square, size, method="bilinear")
-    elif view in CORNERS:
+    elif view in SQUARES:
+        fraction, far_down, far_across = SQUARES[view]
         height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
         short = tf.cast(tf.minimum(height, width), tf.float32)
-        side = tf.maximum(tf.cast(short * CORNER_SIDE, tf.int32), 1)  # a 1-pixel poster too
-        offset_y = 0 if view.startswith("top") else height - side
-        offset_x = 0 if view.endswith("left") else width - side
-        square = tf.image.crop_to_bounding_box(pixels, offset_y, offset_x, side, side)
+        side = tf.maximum(tf.cast(short * fraction, tf.int32), 1)  # a 1-pixel poster too
+        square = tf.image.crop_to_bounding_box(pixels, height - side if far_down else 0,
+                                               width - side if far_across else 0, side, side)
         image = tf.image.resize(square, size, method="bilinear")
     else:
         raise ValueError(f"unknown view {view!r}: expected one of {list(VIEWS)}")
