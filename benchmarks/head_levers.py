@@ -60,8 +60,9 @@ LEVERS: dict[str, dict[str, Any]] = {
 
 def load_features(work: Path) -> dict[str, np.ndarray]:
     """{split_x: [n, 5 views, dim], split_y: [n, labels]} from quality.py's cache."""
+    from storage.shard_reader import split_labels
     from tasks.backbone import backbone_id
-    from tasks.train import split_labels, view_features
+    from tasks.head_inputs import view_features
 
     dataset = prepare_dataset(work)
     out = {}

@@ -43,8 +43,8 @@ def rows() -> dict[str, dict[str, Any]]:
     A sweep costs minutes on this CPU, so each lever is measured alone against one fixed,
     quick head (`lever`: lr 1e-3, hidden 1024, dropout 0.5, early stopping on val).
     """
-    from tasks.images import CORNERS
-    from tasks.train import HeadParams
+    from tasks.train_config import HeadParams
+    from tasks.views import CORNERS
 
     head = HeadParams(learning_rate=1e-3, epochs=100, hidden=1024, dropout=0.5)
     lever = {"views": ["full"], "ensemble": 1, "flip_augment": False, "view_examples": False,
@@ -120,12 +120,14 @@ def score_row(dataset: str, emb_root: str, fields: dict[str, Any], labels: list[
 
     from tasks.backbone import backbone_id
     from tasks.evaluate import best_thresholds, threshold_grid
+    from tasks.head_inputs import head_inputs
     from tasks.model import macro_f1, micro_f1, per_label_scores
-    from tasks.train import TrainConfig, head_inputs, select_head
+    from tasks.train import select_head
+    from tasks.train_config import TrainConfig
 
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root,
                          compare_losses=False, **fields)
-    splits, alternate = head_inputs(dataset, emb_root, backbone_id(str(BACKBONE)), config)
+    splits, alternate = head_inputs(dataset, backbone_id(str(BACKBONE)), config)
     start = time.perf_counter()
     chosen, sweep = select_head(splits["train"], splits["val"], config, alternate=alternate)
     head_s = time.perf_counter() - start
@@ -153,15 +155,17 @@ def fine_tune_budget(dataset: str, emb_root: str, blocks: int, posters: int) -> 
 
     from storage.datasets import load_dataset_info
     from tasks.backbone import backbone_id
+    from tasks.head_inputs import head_inputs
     from tasks.images import make_dataset
     from tasks.model import macro_f1
-    from tasks.train import TrainConfig, fine_tune, head_inputs, select_head
+    from tasks.train import fine_tune, select_head
+    from tasks.train_config import TrainConfig
 
     fields = rows()["lever head (lr 1e-3, 1024, dropout 0.5, early stop)"]
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root, compare_losses=False,
                          fine_tune_blocks=blocks, fine_tune_epochs=1,
                          fine_tune_learning_rate=1e-5, **fields)
-    splits, _ = head_inputs(dataset, emb_root, backbone_id(str(BACKBONE)), config)
+    splits, _ = head_inputs(dataset, backbone_id(str(BACKBONE)), config)
     head, _ = select_head(splits["train"], splits["val"], config)
     batches = -(-posters // config.batch_size)
     subset = make_dataset(dataset, "train", batch_size=config.batch_size,

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.train import BACKBONE, prepare_dataset  # noqa: E402
-from tasks.images import CORNERS  # noqa: E402
+from tasks.views import CORNERS  # noqa: E402
 
 THREE = ["full", "top", "bottom"]
 RECIPES: dict[str, dict[str, Any]] = {  # TrainConfig fields over its defaults
@@ -48,14 +48,16 @@ def train_seeds(dataset: str, emb_root: str, fields: dict[str, Any], seeds: rang
                 out: Path) -> None:
     """Train one head per missing seed; save its val and test probabilities and labels."""
     from tasks.backbone import backbone_id
-    from tasks.train import TrainConfig, head_inputs, select_head
+    from tasks.head_inputs import head_inputs
+    from tasks.train import select_head
+    from tasks.train_config import TrainConfig
 
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root,
                          compare_losses=False, **fields)
     todo = [s for s in seeds if not (out / f"{s}.npz").exists()]
     if not todo:
         return
-    splits, alternate = head_inputs(dataset, emb_root, backbone_id(str(BACKBONE)), config)
+    splits, alternate = head_inputs(dataset, backbone_id(str(BACKBONE)), config)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "labels.npz", **{s: splits[s][1] for s in SPLITS})
     for seed in todo:

@@ -169,8 +169,10 @@ def child_seed(dataset: str, epochs: int) -> dict:
 def child_posterflow(dataset: str, emb_root: str, epochs: int) -> dict:
     """posterflow with the seed's hyperparameters: embed (cold cache) + epochs on features."""
     from storage.embeddings import EmbeddingCache
+    from storage.shard_reader import split_labels
     from tasks.embed import embed_dataset
-    from tasks.train import HeadParams, TrainConfig, fit_head, split_labels
+    from tasks.train import fit_head
+    from tasks.train_config import HeadParams, TrainConfig
 
     config = TrainConfig(backbone=str(BACKBONE), early_stopping=False, compare_losses=False,
                          head=HeadParams(learning_rate=1e-5, epochs=epochs, hidden=1024))
@@ -193,7 +195,8 @@ def child_posterflow(dataset: str, emb_root: str, epochs: int) -> dict:
 
 def child_select(dataset: str, emb_root: str, out: str) -> dict:
     """posterflow with model selection (sweep + early stopping), full train() incl. report."""
-    from tasks.train import TrainConfig, train
+    from tasks.train import train
+    from tasks.train_config import TrainConfig
 
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root, sweep=True,
                          sweep_epochs=60, patience=8, views=["full"], compare_losses=True)

@@ -16,10 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.fs import join, read_json
+from storage.layout import DEFAULT_DATA_ROOT, DEFAULT_MODEL_NAME, REGISTRY
 from tasks.catalog import CatalogConfig
 from tasks.fetch import FetchConfig
 from tasks.shards import ShardConfig
-from tasks.train import TrainConfig
+from tasks.train_config import TrainConfig
 
 
 class StorageConfig(BaseModel):
@@ -28,7 +29,7 @@ class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_root: str = Field(
-        "posterflow-data",
+        DEFAULT_DATA_ROOT,
         description="Root of all outputs: a local folder or an fsspec URL (s3://bucket/data). "
         "catalogs/, posters/, datasets/, embeddings/, runs/ and registry/ live under it.",
     )
@@ -73,7 +74,7 @@ class RegistryConfig(BaseModel):
         "default DATA_ROOT/registry.",
     )
     model_name: str = Field(
-        "posterflow", pattern=r"^[A-Za-z0-9_.-]+$",
+        DEFAULT_MODEL_NAME, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Registry model name: versions go to ROOT/MODEL_NAME/VERSION/.",
     )
     margin: float = Field(
@@ -128,6 +129,14 @@ class TrainSections(BaseModel):
         description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
         "was used).",
     )
+
+    def registry_root(self) -> str:
+        """The registry's root: configured, else DATA_ROOT/registry."""
+        return self.registry.root or self.storage.path(REGISTRY)
+
+    def resolved_train(self) -> TrainConfig:
+        """The training settings with the embedding cache's root resolved on the data root."""
+        return self.train.resolved(self.storage.data_root)
 
 
 class IngestConfig(IngestSections):

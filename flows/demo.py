@@ -112,7 +112,7 @@ def demo_config(catalog_csv: str, data_root: str, backbone: str, notes: list[str
     """Settings sized for the demo: a rare-genre cut that fits 400 movies, a quick head."""
     from tasks.catalog import CatalogConfig
     from tasks.fetch import FetchConfig
-    from tasks.train import HeadParams, TrainConfig
+    from tasks.train_config import HeadParams, TrainConfig
 
     return RetrainConfig(
         catalog_csv=catalog_csv,

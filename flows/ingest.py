@@ -17,6 +17,7 @@ from flows.ingest_tasks import (
     validate_catalog_csv,
 )
 from flows.runners import task_runner
+from storage.layout import CATALOGS, DATASETS, POSTERS
 from tasks.shards import DatasetResult
 
 
@@ -57,10 +58,10 @@ def shards_flow(catalog_dir: str, store_root: str, datasets_root: str,
 def ingest_flow(config: IngestConfig) -> IngestResult:
     """Validate the catalog, fetch its posters and build an immutable dataset version."""
     storage = config.storage
-    catalog = validate_catalog_csv(config.catalog_csv, storage.path("catalogs"), config.catalog)
-    store = storage.path("posters")
+    catalog = validate_catalog_csv(config.catalog_csv, storage.path(CATALOGS), config.catalog)
+    store = storage.path(POSTERS)
     outcomes = fetch_flow.with_options(task_runner=task_runner(config.scale))(
         catalog.out_dir, store, config)
     dataset = shards_flow.with_options(task_runner=task_runner(config.scale))(
-        catalog.out_dir, store, storage.path("datasets"), config)
+        catalog.out_dir, store, storage.path(DATASETS), config)
     return IngestResult(catalog.out_dir, catalog.data_docs_index, store, dataset.path, outcomes)

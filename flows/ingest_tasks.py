@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
-from prefect.context import get_run_context
+from prefect.runtime import flow_run
 
 from flows.artifacts import progress_publisher, publish_fetch_outcomes, publish_validation
 from flows.caching import IO_RETRIES, StageCache, file_digest, missing_outputs
@@ -82,9 +82,8 @@ def prepare_store(store_root: str, config: FetchConfig) -> Lease:
     from storage import leases
     from storage.posters import PosterStore
 
-    run = getattr(get_run_context(), "task_run", None)
     lease = leases.acquire(store_root, "fetch", wait_s=config.lease_wait_s,
-                           flow_run_id=str(run.flow_run_id) if run and run.flow_run_id else None)
+                           flow_run_id=flow_run.id)
     removed = PosterStore(store_root).remove_stale_temps(lease)
     get_run_logger().info("poster store %s: %d stale temp files removed", store_root, removed)
     return lease

@@ -22,6 +22,7 @@ from flows.train_tasks import (
     score_champion,
     write_model_card,
 )
+from storage.layout import CATALOGS, RUNS
 from storage.registry import CHALLENGER
 from tasks.model_card import card_markdown
 
@@ -44,13 +45,11 @@ def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
     """Embed, fit, evaluate and export (each its own cached task), register through the gate
     (or a reviewer), card."""
     storage, reg = config.storage, config.registry
-    registry_root = reg.root or storage.path("registry")
-    embeddings_root = config.train.embeddings_root or storage.path("embeddings")
-    train_config = config.train.model_copy(update={"embeddings_root": embeddings_root})
-    embedded = embed_posters(config.dataset_dir, embeddings_root, train_config.backbone,
+    registry_root, train_config = config.registry_root(), config.resolved_train()
+    embedded = embed_posters(config.dataset_dir, train_config.cache_root, train_config.backbone,
                              train_config.embed_batch_size, train_config.image_size,
                              train_config.embedded_views())
-    fit = fit_genre_model(config.dataset_dir, embedded, storage.path("runs"), train_config)
+    fit = fit_genre_model(config.dataset_dir, embedded, storage.path(RUNS), train_config)
     evaluation = evaluate_genre_model(config.dataset_dir, fit, train_config)
     trained = export_genre_model(fit, evaluation, train_config)
     champion = score_champion(registry_root, reg.model_name, config.dataset_dir)
@@ -70,6 +69,6 @@ def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
     else:
         card = write_model_card(trained, registration, *card_inputs)
     publish_report(card, registration, report_links(trained, config.dataset_dir,
-                                                     storage.path("catalogs")))
+                                                     storage.path(CATALOGS)))
     return TrainFlowResult(trained.model_dir, trained.report_dir, registration.path,
                            registration.version, registration.alias, trained.metrics, card.path)

@@ -17,23 +17,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
-from prefect.context import get_run_context
+from prefect.runtime import flow_run
 
 from flows.artifacts import ReportLinks, publish_report_artifacts, report_markdown
 from flows.caching import IO_RETRIES, StageCache, dataset_digest, missing_outputs
 from flows.events import evented_registry
+from storage.fits import FIT_JSON
 from storage.fs import atomic_write_text, exists, join
+from storage.layout import CATALOGS, POSTERS, RunFolder
 from storage.runs import new_run_id
 from tasks.export import SAVED_MODEL
-from tasks.train import FIT_JSON
 
 if TYPE_CHECKING:
     from flows.approval import Review
+    from storage.fits import SavedFit
     from tasks.embed import EmbedResult
+    from tasks.evaluate import Evaluation
     from tasks.images import View
     from tasks.model_card import CardData, PosterExample
     from tasks.promotion import Registration
-    from tasks.train import Evaluation, SavedFit, TrainConfig, TrainResult
+    from tasks.train import TrainResult
+    from tasks.train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,6 @@ class ModelCard:
 
     path: str
     data: CardData
-
-
-def flow_run_id() -> str | None:
-    """The id of the flow run we are in (recorded in lineage and registry metadata)."""
-    run = getattr(get_run_context(), "task_run", None)
-    return str(run.flow_run_id) if run is not None and run.flow_run_id else None
 
 
 def _backbone_digest(backbone: str) -> str:
@@ -94,9 +92,9 @@ def _features(embedded: EmbedResult) -> str:
     return f"{embedded.backbone_id}:{','.join(embedded.views)}"
 
 
-def _run_dir(fit: SavedFit) -> str:
+def _run_folder(saved: SavedFit) -> RunFolder:
     """The run folder holding the fit (`<runs>/<run>/fit`), its report and its model."""
-    return fit.fit_dir.rstrip("/").rsplit("/", 1)[0]
+    return RunFolder(saved.fit_dir.rstrip("/").rsplit("/", 1)[0])
 
 
 @task(name="fit-model", persist_result=True,
@@ -107,15 +105,15 @@ def fit_genre_model(dataset_dir: str, embedded: EmbedResult, runs_root: str,
     """Fit the recipe's head(s) on the cached features into a new run's `fit/` folder."""
     from tasks.train import fit_model
 
-    run_dir = join(runs_root, new_run_id(dataset_dir.rstrip("/").rsplit("/", 1)[-1][:16]))
-    fit = fit_model(dataset_dir, join(run_dir, "fit"), config, backbone_id=embedded.backbone_id)
-    get_run_logger().info("fitted %s: val macro F1 %.4f", fit.fit_dir, fit.val_macro_f1)
-    return fit
+    run = RunFolder(join(runs_root, new_run_id(dataset_dir.rstrip("/").rsplit("/", 1)[-1][:16])))
+    saved = fit_model(dataset_dir, run.fit_dir, config, backbone_id=embedded.backbone_id)
+    get_run_logger().info("fitted %s: val macro F1 %.4f", saved.fit_dir, saved.val_macro_f1)
+    return saved
 
 
-def _fit_folder(fit: SavedFit) -> str:
+def _fit_folder(saved: SavedFit) -> str:
     """Cache key of a fit: its folder (each fit writes a new run folder)."""
-    return fit.fit_dir
+    return saved.fit_dir
 
 
 def _report_folder(evaluation: Evaluation) -> str:
@@ -129,9 +127,9 @@ def _report_folder(evaluation: Evaluation) -> str:
                                                                join(r.report_dir, "sweep.json")])))
 def evaluate_genre_model(dataset_dir: str, fit: SavedFit, config: TrainConfig) -> Evaluation:
     """Tune thresholds on val, score test once, write the run's report."""
-    from tasks.train import evaluate_fit
+    from tasks.evaluate import evaluate_fit
 
-    evaluation = evaluate_fit(dataset_dir, fit, join(_run_dir(fit), "report"), config)
+    evaluation = evaluate_fit(dataset_dir, fit, _run_folder(fit).report_dir, config)
     get_run_logger().info("report %s: val macro F1 %.4f, test macro F1 %.4f",
                           evaluation.report_dir, evaluation.metrics["val"]["macro_f1"],
                           evaluation.metrics["test"]["macro_f1"])
@@ -148,13 +146,14 @@ def export_genre_model(fit: SavedFit, evaluation: Evaluation, config: TrainConfi
     Retried: the upload to an object store is IO. A model a killed run finished exporting
     is kept (models are immutable).
     """
-    from tasks.train import TrainResult, export_fit
+    from tasks.export import export_fit
+    from tasks.train import TrainResult
 
-    model_dir = join(_run_dir(fit), "model")
+    model_dir = _run_folder(fit).model_dir
     if exists(join(model_dir, SAVED_MODEL)):
         get_run_logger().info("%s was exported by an earlier run: kept", model_dir)
     else:
-        export_fit(fit, evaluation, model_dir, config, flow_run_id=flow_run_id())
+        export_fit(fit, evaluation, model_dir, config, flow_run_id=flow_run.id)
         get_run_logger().info("exported %s", model_dir)
     return TrainResult.of(model_dir, fit, evaluation)
 
@@ -194,7 +193,7 @@ def register_model(model_dir: str, registry_root: str, model_name: str, margin: 
     reg = register_candidate(
         evented_registry(registry_root), model_dir, model_name, margin=margin,
         champion_score=champion.macro_f1 if champion else None, force=force,
-        flow_run_id=flow_run_id(), awaiting_approval=awaiting_approval,
+        flow_run_id=flow_run.id, awaiting_approval=awaiting_approval,
     )
     get_run_logger().info("registered %s v%d as %s: %s", model_name, reg.version, reg.alias,
                           reg.decision.reason)
@@ -221,8 +220,8 @@ def write_model_card(trained: TrainResult, registration: Registration,
     from tasks.model_card import CardData, collect_lineage, read_figures, render_card_html
 
     info = Registry(registry_root).info(registration.model, registration.version)
-    lineage = collect_lineage(info.lineage, dataset_dir, join(data_root, "catalogs"),
-                              join(data_root, "posters"), info.metadata.get("flow_run_id"))
+    lineage = collect_lineage(info.lineage, dataset_dir, join(data_root, CATALOGS),
+                              join(data_root, POSTERS), info.metadata.get("flow_run_id"))
     decision = registration.decision
     data = CardData(
         registration.model, registration.version, registration.alias, decision.reason,
@@ -249,12 +248,12 @@ def apply_review(review: Review | None, registration: Registration, registry_roo
     if review.approve:
         decision = promote(registry, model, version, margin=margin,
                            champion_score=champion.macro_f1 if champion else None,
-                           force=force or review.force, flow_run_id=flow_run_id(),
+                           force=force or review.force, flow_run_id=flow_run.id,
                            action="approve", approval=review.reason)
     else:
         decision = hold_as_challenger(
             registry, model, version, f"rejected by reviewer: {review.reason or 'no reason given'}",
-            action="reject", flow_run_id=flow_run_id())
+            action="reject", flow_run_id=flow_run.id)
     get_run_logger().info("review of %s v%d: %s", model, version, decision.reason)
     return Registration(model, version, registration.path,
                         CHAMPION if decision.promoted else CHALLENGER, decision)

@@ -285,10 +285,6 @@ class PosterStore:
         with leases.held(self.root, purpose):
             yield
 
-    def report_path(self, run_id: str) -> str:
-        """Where the fetch report of a run goes (the summary sits beside it as .json)."""
-        return fs.join(self.root, "fetch-reports", f"{run_id}.parquet")
-
     def remove_stale_temps(self, lease: leases.Lease | None = None) -> int:
         """Delete temp files left by killed writers (local stores; object stores have none).
 

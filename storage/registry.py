@@ -74,12 +74,12 @@ from storage.fs import (
     temp_name,
     url_to_fs,
 )
+from storage.layout import DEFAULT_MODEL_NAME
 from storage.local_cache import Expected, local_copy
 from storage.serving import write_serving_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "posterflow"  # = the default of flows.config.RegistryConfig.model_name
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 METADATA = "registry.json"
@@ -445,7 +445,7 @@ class Registry:
     def publish(
         self,
         export: ExportedModel,
-        model: str = DEFAULT_MODEL,
+        model: str = DEFAULT_MODEL_NAME,
         *,
         test_split: str,
         flow_run_id: str | None = None,

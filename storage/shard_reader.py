@@ -3,8 +3,9 @@
 The shards are written by the shards stage (`tasks/shards.py`) with the feature spec of
 `storage/records.py`. Each shard's size and sha256 are checked against the manifest before
 a byte is parsed (`verify=False` skips), then a split's shards are read with a parallel,
-ordered interleave. `read_records` gives parsed records in a fixed order; `read_examples`
-gives the serialized ones, optionally shuffled, for input pipelines that decode them.
+ordered interleave. `read_records` gives parsed records in a fixed order, `split_labels` a
+split's poster hashes and labels; `read_examples` gives the serialized ones, optionally
+shuffled, for input pipelines that decode them.
 
 A version on an object store (TensorFlow cannot open s3:// or memory://) is read from this
 machine's copy in `storage.local_cache`, keyed by the manifest's sha256: its shards are
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-import pandas as pd
+import numpy as np
 
 from storage import fs
 from storage.datasets import (
@@ -40,6 +41,7 @@ from storage.local_cache import Expected, local_copy, needs_local_copy
 from storage.records import parse
 
 if TYPE_CHECKING:
+    import pandas as pd
     import tensorflow as tf
 
 SHUFFLE_BUFFER = 4096  # records (encoded posters, ~15 kB each) held for shuffling
@@ -151,3 +153,13 @@ def read_records(dataset_dir: str | os.PathLike[str], split: str,
     n_labels = len(info.labels)
     return examples.map(lambda s: parse(s, n_labels), num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
+
+
+def split_labels(dataset_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+    """(sha256 list, labels float32 [n, labels]) of a split, in the records' order."""
+    shas, labels = [], []
+    for sha256, row in read_records(dataset_dir, split).map(
+            lambda r: (r["sha256"], r["labels"])).as_numpy_iterator():
+        shas.append(sha256.decode())
+        labels.append(row)
+    return shas, np.asarray(labels, np.float32).reshape(len(labels), -1)

@@ -12,14 +12,19 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from storage.fits import SavedFit, load_head, read_fit_spec
 from storage.fs import atomic_write_bytes, atomic_write_json, join, url_to_fs
 from tasks.model import confusion_counts, macro_f1, micro_f1, per_label_scores
+
+if TYPE_CHECKING:
+    from tasks.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,19 @@ GRID_STEPS = 100  # thresholds 0.00, 0.01, ..., 1.00 (the seed's grid)
 DEFAULT_THRESHOLD = 0.5  # used for a label whose val split gives no signal to tune on
 TOP_LABELS = 6  # labels shown in the probability histograms
 EVAL_BATCH = 64  # encoded posters per call of the serving signature
+REPORT_SAMPLES = 16  # test posters in the report's poster grid
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The report's folder and its metrics (thresholds tuned on val, test scored once)."""
+
+    report_dir: str
+    metrics: dict[str, Any]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.metrics["thresholds"])
 
 
 class LabelMismatchError(ValueError):
@@ -101,12 +119,12 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def read_test_probabilities(report_dir: str) -> np.ndarray:
-    """The test split's probabilities that `write_report` stored."""
+    """The test split's probabilities that `write_evaluation_report` stored."""
     fs, inner = url_to_fs(join(str(report_dir), TEST_PROBABILITIES))
     return np.load(io.BytesIO(fs.cat_file(inner)))
 
 
-def write_report(
+def write_evaluation_report(
     report_dir: str | Path,
     *,
     labels: Sequence[str],
@@ -279,3 +297,62 @@ def predict_split(
     if not y_true:
         raise ValueError(f"split {split!r} of {dataset_dir} has no records to evaluate on")
     return np.concatenate(y_true), np.concatenate(y_prob)
+
+
+def _report_samples(dataset_dir: str, probs: np.ndarray, labels: list[str],
+                    thresholds: dict[str, float], count: int = REPORT_SAMPLES
+                    ) -> list[tuple[bytes, list[str], list[str]]]:
+    """(poster bytes, true genres, predicted genres) of the first test posters."""
+    from storage.shard_reader import read_records
+
+    cutoffs = np.array([thresholds[name] for name in labels])
+    samples = []
+    for record, p in zip(read_records(dataset_dir, "test").take(count).as_numpy_iterator(),
+                         probs, strict=False):
+        true = [n for n, t in zip(labels, record["labels"], strict=True) if t > 0.5]
+        pred = [n for n, q, c in zip(labels, p, cutoffs, strict=True) if q > c]
+        samples.append((bytes(record["image"]), true, pred))
+    return samples
+
+
+def evaluate_fit(dataset_dir: str, saved: SavedFit, report_dir: str, config: TrainConfig
+                 ) -> Evaluation:
+    """Tune per-label thresholds on val, score test once, write the report to `report_dir`.
+
+    `config` must be `resolved` (the embedding cache's root known). `report_dir` (any storage
+    root) receives metrics.json, the val threshold grid, the figures and sweep.json.
+    """
+    from storage.datasets import load_dataset_info
+    from storage.shard_reader import verify_once
+    from tasks.fine_tune import final_model, takes_images
+    from tasks.head_inputs import head_inputs
+    from tasks.images import make_dataset
+
+    spec = read_fit_spec(saved.fit_dir)
+    labels = list(load_dataset_info(dataset_dir).labels)
+    with verify_once():
+        splits, _ = head_inputs(dataset_dir, saved.backbone_id, config, splits=("val", "test"))
+        (val_x, val_y), (test_x, test_y) = splits["val"], splits["test"]
+        selected = load_head(saved.fit_dir, spec["models"]["selected"])
+        compare: dict[str, np.ndarray] = {}
+        if "rival" in spec["models"]:  # the selected head's test probabilities, and its rival's
+            rival = spec["models"]["rival"]
+            compare = {spec["loss"]: selected.predict(test_x, verbose=0),
+                       rival["loss"]: load_head(saved.fit_dir, rival).predict(test_x, verbose=0)}
+        final, val_inputs, test_inputs = (final_model(saved.fit_dir, spec, selected, config),
+                                          val_x, test_x)
+        if takes_images(spec):
+            val_inputs, test_inputs = (
+                make_dataset(dataset_dir, s, batch_size=config.batch_size,
+                             image_size=config.image_size).map(lambda x, _: x)
+                for s in ("val", "test"))
+        val_probs = final.predict(val_inputs, batch_size=config.batch_size, verbose=0)
+        thresholds = best_thresholds(threshold_grid(val_y, val_probs, labels), labels)
+        test_probs = final.predict(test_inputs, batch_size=config.batch_size, verbose=0)
+        metrics = write_evaluation_report(
+            report_dir, labels=labels, histories=dict(spec["histories"]), val=(val_y, val_probs),
+            test=(test_y, test_probs), thresholds=thresholds,
+            samples=_report_samples(dataset_dir, test_probs, labels, thresholds),
+            compare_probs=compare or None)
+    atomic_write_json(join(report_dir, "sweep.json"), spec["sweep"])
+    return Evaluation(report_dir, metrics)

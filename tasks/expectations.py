@@ -33,7 +33,7 @@ ROW_INDEX = "row_number"
 
 # IMDb numeric ids: digits only, and small enough for int64.
 IMDB_ID_PATTERN = r"^\d{1,18}$"
-# The schemes the fetcher speaks (`tasks.fetch.check_url`).
+# The schemes the fetcher speaks (`tasks.url_guard.check_url`).
 FETCHABLE_SCHEMES = ("http", "https")
 # Scores are written `6` or `6.8`; negative or exotic forms are not scores.
 SCORE_PATTERN = r"^\d+(?:\.\d+)?$"

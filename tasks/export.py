@@ -24,11 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from storage.fs import atomic_write_json, exists, join, read_json, staged_dir, url_to_fs
 from tasks.images import IMAGE_SIZE, View, decode_pixels, poster_view
-from tasks.model import Combine, combine_views
+from tasks.model import combine_views
+from tasks.train_config import Combine
 
 if TYPE_CHECKING:
     import tensorflow as tf
     import tf_keras
+
+    from storage.fits import SavedFit
+    from tasks.evaluate import Evaluation
+    from tasks.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +212,7 @@ def predict_files(model_dir: str | Path, paths: Sequence[str | Path]) -> list[di
     import tensorflow as tf
     from PIL import Image
 
-    from tasks.fetch import MAX_PIXELS, header_size
+    from tasks.poster_checks import MAX_PIXELS, header_size
 
     labels = load_model_assets(model_dir)["labels"]
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
@@ -240,3 +245,24 @@ def predict_files(model_dir: str | Path, paths: Sequence[str | Path]) -> list[di
                                                                           strict=True)},
         })
     return results
+
+
+def export_fit(saved: SavedFit, evaluation: Evaluation, model_dir: str, config: TrainConfig, *,
+               flow_run_id: str | None = None) -> str:
+    """Export a fit's final model with the evaluation's thresholds and metrics as a SavedModel.
+
+    Staged locally, then renamed into place or uploaded (`export_model`).
+    """
+    from storage.fits import load_head, read_fit_spec
+    from tasks.fine_tune import final_model
+
+    spec = read_fit_spec(saved.fit_dir)
+    head = final_model(saved.fit_dir, spec, load_head(saved.fit_dir, spec["models"]["selected"]),
+                       config)
+    lineage = {"dataset_version": saved.dataset_version, "backbone_id": saved.backbone_id,
+               "params": saved.params, "flow_run_id": flow_run_id}
+    return export_model(model_dir, backbone_handle=config.backbone, head=head,
+                        labels=list(evaluation.metrics["labels"]),
+                        thresholds=evaluation.thresholds, metrics=evaluation.metrics,
+                        lineage=lineage, image_size=config.image_size, views=config.views,
+                        combine=config.combine)

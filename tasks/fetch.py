@@ -17,16 +17,10 @@ it stops the run at once, after the report of the rows done (`StoreWriteError`).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
-import io
-import ipaddress
 import logging
-import random
-import socket
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,55 +29,24 @@ from typing import Any
 
 import aiohttp
 import pandas as pd
-import pyarrow as pa
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from storage import fs, leases
 from storage.catalog import load_catalog
+from storage.fetch_reports import OUTCOMES, report_path, report_row, write_fetch_report
 from storage.posters import PosterStore
 from storage.runs import new_run_id
+from tasks.http_retry import RetryPolicy, classify, http_failure
+from tasks.poster_checks import MAX_PIXELS, check_image
+from tasks.rejections import Rejected
+from tasks.url_guard import AddressPolicy, GuardedResolver, check_url
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = (
-    "ok",
-    "cached",
-    "http_4xx",
-    "http_5xx",
-    "timeout",
-    "too_large",
-    "not_an_image",
-    "truncated",
-    "too_many_pixels",
-    "blocked_address",
-    "bad_scheme",
-    "too_many_redirects",
-    "connection_error",
-)
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-RETRY_STATUSES = frozenset({408, 429})
 PROGRESS_INTERVAL_S = 0.25
-MAX_PIXELS = 40_000_000  # width*height; predict applies the same cap
 IO_THREADS = 8  # content checks, object writes and index flushes, off the event loop
-
-REPORT_SCHEMA = pa.schema(
-    [
-        ("imdb_id", pa.int64()),
-        ("url", pa.string()),
-        ("outcome", pa.string()),
-        ("status", pa.int64()),
-        ("attempts", pa.int64()),
-        ("bytes", pa.int64()),
-        ("elapsed", pa.float64()),
-        ("sha256", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-
 
 class FetchConfig(BaseModel):
     """How posters are fetched and checked (one form in the Prefect UI)."""
@@ -147,6 +110,11 @@ class FetchConfig(BaseModel):
         description="Seconds to wait for another run writing the same store before giving up.",
     )
 
+    def retry_policy(self) -> RetryPolicy:
+        """The tries and backoff of these settings."""
+        return RetryPolicy(self.attempts, self.backoff_s, self.backoff_max_s,
+                           self.retry_after_max_s)
+
 
 @dataclass(frozen=True)
 class FetchResult:
@@ -156,26 +124,6 @@ class FetchResult:
     report_path: str
     summary_path: str
     summary: dict[str, Any]
-
-
-class Rejected(Exception):
-    """A poster attempt that failed with one of OUTCOMES."""
-
-    def __init__(
-        self,
-        outcome: str,
-        detail: str,
-        *,
-        status: int | None = None,
-        transient: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{outcome}: {detail}")
-        self.outcome = outcome
-        self.detail = detail
-        self.status = status
-        self.transient = transient
-        self.retry_after = retry_after
 
 
 class StoreWriteError(RuntimeError):
@@ -196,195 +144,6 @@ def store_write(root: str, write: Callable[..., Any], *args: Any) -> Any:
     except OSError as exc:
         raise StoreWriteError(f"cannot write the poster store: "
                               f"{fs.describe_io_error(exc, root)}") from exc
-
-
-class BlockedAddress(OSError):
-    """A host resolved only to addresses the policy refuses."""
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which non-public addresses may be contacted: allow-listed hosts and networks only."""
-
-    hosts: frozenset[str]
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-    @classmethod
-    def from_allow_list(cls, entries: list[str]) -> AddressPolicy:
-        """Split allow-list entries into IP networks and host names."""
-        hosts, networks = set(), []
-        for entry in entries:
-            try:
-                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-            except ValueError:
-                hosts.add(entry.strip().lower().rstrip("."))
-        return cls(frozenset(hosts), tuple(networks))
-
-    def permits(self, host: str, address: str) -> bool:
-        """True for public addresses, allow-listed hosts, and allow-listed networks."""
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if ip.is_global and not ip.is_multicast:
-            return True
-        return host.lower().rstrip(".") in self.hosts or any(ip in n for n in self.networks)
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's default resolver, minus the addresses the policy refuses.
-
-    The connector connects only to what the resolver returns, so a name cannot be
-    re-pointed at a private address between the check and the connection.
-    """
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        self._inner = DefaultResolver()
-        self._policy = policy
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Resolve, then keep only permitted addresses (BlockedAddress when none are)."""
-        results = await self._inner.resolve(host, port, family)
-        allowed = [r for r in results if self._policy.permits(host, r["host"])]
-        if not allowed:
-            found = sorted({r["host"] for r in results})
-            raise BlockedAddress(f"{host} resolves only to refused addresses {found}")
-        return allowed
-
-    async def close(self) -> None:
-        """Release the wrapped resolver."""
-        await self._inner.close()
-
-
-def check_url(url: URL, policy: AddressPolicy) -> None:
-    """Refuse non-http(s) URLs and literal IPs the policy refuses (names: see the resolver)."""
-    if url.scheme not in ("http", "https"):
-        raise Rejected("bad_scheme", f"expected an http(s) URL, found {str(url)[:200]!r}")
-    if not url.host:
-        raise Rejected("bad_scheme", f"URL has no host: {str(url)[:200]!r}")
-    check_host(url.host, policy)
-
-
-@functools.lru_cache(maxsize=4096)
-def check_host(host: str, policy: AddressPolicy) -> None:
-    """Refuse a literal IP the policy refuses, or an obfuscated one (cached: once per host).
-
-    Only a pass is cached (lru_cache keeps no exceptions); a catalog has few hosts.
-    """
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        legacy = legacy_ipv4(host)
-        if legacy is not None:
-            raise Rejected("blocked_address",
-                           f"{host} is an obfuscated IPv4 address ({legacy})") from None
-        return
-    if not policy.permits(host, host):
-        raise Rejected("blocked_address", f"{host} is not a public address")
-
-
-def legacy_ipv4(host: str) -> str | None:
-    """The address behind a non-canonical IPv4 form (`2130706433`, `127.1`, `0x7f.1`), or None.
-
-    inet_aton reads them (so does a browser); no poster CDN uses them: they hide an address.
-    """
-    try:
-        return str(ipaddress.IPv4Address(socket.inet_aton(host)))
-    except OSError:
-        return None
-
-
-def sniff_format(data: bytes) -> str | None:
-    """jpeg/png/webp from the magic bytes, or None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) declared by an image's header, read without decoding; None if none.
-
-    Past twice Pillow's own limit it raises Image.DecompressionBombError instead.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we cap it ourselves
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-    except Image.DecompressionBombError:
-        raise
-    except Exception:  # Pillow's parsers raise many types on hostile bytes
-        return None
-
-
-def check_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
-    """(format, width, height) of a complete, decodable poster under the pixel cap."""
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise Rejected("not_an_image", f"no JPEG/PNG/WebP signature ({len(data)} bytes)")
-    declared = 8 + int.from_bytes(data[4:8], "little")  # the RIFF size of a WebP file
-    if fmt == "webp" and len(data) < declared:
-        raise Rejected("truncated", f"WebP declares {declared} bytes, got {len(data)}")
-    try:
-        with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                raise Rejected("too_many_pixels", f"{width}x{height} exceeds {max_pixels} pixels")
-            if fmt == "jpeg":
-                im.draft("L", (1, 1))  # 1/8 scale, luma only: still reads every byte, 2.5x faster
-            im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise Rejected("too_many_pixels", str(exc)) from None
-    except Rejected:
-        raise
-    except Exception as exc:  # Pillow's parsers raise many types on hostile bytes
-        outcome = "truncated" if "truncat" in str(exc).lower() else "not_an_image"
-        raise Rejected(outcome, f"{fmt} does not decode: {exc}") from None
-    return fmt, width, height
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def backoff_delay(attempt: int, retry_after: float | None, config: FetchConfig) -> float:
-    """Seconds before the next try: Retry-After (capped) or full-jitter exponential."""
-    if retry_after is not None:
-        return min(retry_after, config.retry_after_max_s)
-    return random.uniform(0, min(config.backoff_max_s, config.backoff_s * 2 ** (attempt - 1)))
-
-
-def classify(exc: Exception) -> Rejected:
-    """Map an aiohttp/asyncio failure to an outcome; unknown exceptions propagate."""
-    if isinstance(exc, Rejected):
-        return exc
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return Rejected("timeout", f"socket timed out: {exc}", transient=True)
-    if isinstance(exc, TimeoutError):
-        return Rejected("timeout", "attempt exceeded total_timeout_s", transient=True)
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, BlockedAddress):
-        return Rejected("blocked_address", str(exc.os_error))
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return Rejected("truncated", f"body ended early: {exc}", transient=True)
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
-        return Rejected("bad_scheme", f"invalid URL: {exc}")  # ValueError: yarl, IDNA
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return Rejected("connection_error", f"{type(exc).__name__}: {exc}", transient=True)
-    raise exc
 
 
 async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -414,13 +173,7 @@ async def download(
                 target = resp.url.join(URL(resp.headers["Location"]))
                 continue
             if resp.status >= 400:
-                raise Rejected(
-                    "http_5xx" if resp.status >= 500 else "http_4xx",
-                    f"HTTP {resp.status} from {target}",
-                    status=resp.status,
-                    transient=resp.status >= 500 or resp.status in RETRY_STATUSES,
-                    retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
-                )
+                raise http_failure(resp.status, target, resp.headers.get("Retry-After"))
             return await read_capped(resp, config.max_bytes), resp.status
     raise Rejected("too_many_redirects", f"more than {config.max_redirects} redirects from {url}")
 
@@ -450,7 +203,7 @@ class Fetcher:
 
     async def fetch_one(self, imdb_id: int, url: str) -> tuple[dict[str, Any], dict | None]:
         """(report row, index row or None) for one catalog row, after up to `attempts` tries."""
-        config = self.config
+        config, retry = self.config, self.config.retry_policy()
         started = time.monotonic()
         attempt = 0
         while True:
@@ -464,8 +217,8 @@ class Fetcher:
                 raise  # the store, not the network: fatal for the run
             except Exception as exc:
                 failure = classify(exc)
-                if failure.transient and attempt < config.attempts:
-                    delay = backoff_delay(attempt, failure.retry_after, config)
+                if retry.retries(failure, attempt):
+                    delay = retry.delay(attempt, failure.retry_after)
                     log.debug("retrying %s in %.2fs after %s", url, delay, failure)
                     await asyncio.sleep(delay)
                     continue
@@ -477,29 +230,6 @@ class Fetcher:
             row["elapsed"] = time.monotonic() - started
             return row, {"imdb_id": imdb_id, "url": url, **poster,
                          "fetched_at": datetime.now(UTC)}
-
-
-def report_row(
-    imdb_id: int,
-    url: str,
-    outcome: str,
-    status: int | None,
-    attempts: int,
-    nbytes: int | None = None,
-    sha256: str | None = None,
-) -> dict[str, Any]:
-    """One fetch-report row (elapsed and detail filled in by the caller when known)."""
-    return {
-        "imdb_id": imdb_id,
-        "url": url,
-        "outcome": outcome,
-        "status": status,
-        "attempts": attempts,
-        "bytes": nbytes,
-        "elapsed": 0.0,
-        "sha256": sha256,
-        "detail": None,
-    }
 
 
 class Progress:
@@ -607,13 +337,11 @@ def split_cached(rows: pd.DataFrame, store: PosterStore) -> tuple[list[dict], li
     return cached, todo
 
 
-def write_report(run_id: str, report_path: str, table: pa.Table,
+def write_report(run_id: str, report: str, rows: list[dict[str, Any]],
                  summary: dict[str, Any]) -> FetchResult:
-    """Write a run's report and, beside it, its summary (.json); StoreWriteError if cannot."""
-    summary_path = report_path.removesuffix(".parquet") + ".json"
-    store_write(report_path, fs.atomic_write_parquet, report_path, table)
-    store_write(report_path, fs.atomic_write_json, summary_path, summary)
-    return FetchResult(run_id, report_path, summary_path, summary)
+    """Write a run's report and summary (`storage.fetch_reports`); StoreWriteError if cannot."""
+    summary_file = store_write(report, write_fetch_report, report, rows, summary)
+    return FetchResult(run_id, report, summary_file, summary)
 
 
 def summarize(report: pd.DataFrame, elapsed: float) -> dict[str, Any]:
@@ -684,27 +412,27 @@ def _fetch_under_lease(
                         else ([], None))
     order = {key: i for i, key in reversed(list(enumerate(rows.itertuples(index=False))))}
     report_rows = sorted(cached + fetched, key=lambda r: order[(r["imdb_id"], r["url"])])
-    table = pa.Table.from_pylist(report_rows, schema=REPORT_SCHEMA)
-    report_path = store.report_path(run_id)
+    report = report_path(store_root, run_id)
     summary = {
         "run_id": run_id,
         "catalog_dir": str(catalog_dir),
         "store_root": str(store_root),
         "chunk": list(chunk) if chunk else None,
-        "report": report_path,
-        **summarize(table.to_pandas(), time.monotonic() - started),
+        "report": report,
+        **summarize(pd.DataFrame(report_rows, columns=["outcome"]),
+                    time.monotonic() - started),
     }
     if stopped is not None:
         summary.update(stopped=str(stopped), rows_not_done=len(rows) - len(report_rows))
     try:
-        result = write_report(run_id, report_path, table, summary)
+        result = write_report(run_id, report, report_rows, summary)
     except StoreWriteError as exc:
         # A full store has no room for the report either: keep it on this machine instead.
         fallback = fs.join(tempfile.gettempdir(), "posterflow-fetch-reports", f"{run_id}.parquet")
         summary.update(report=fallback, stopped=f"{stopped or exc}; the report is in {fallback}",
                        rows_not_done=len(rows) - len(report_rows))
         raise StoreWriteError(summary["stopped"],
-                              write_report(run_id, fallback, table, summary)) from exc
+                              write_report(run_id, fallback, report_rows, summary)) from exc
     if stopped is not None:
         raise StoreWriteError(str(stopped), result) from stopped
     if chunk is None:

@@ -16,18 +16,16 @@ fine-tuning.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 from storage.records import IMAGE, LABELS, parse
 from storage.shard_reader import read_examples
+from tasks.views import VIEWS, View
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 IMAGE_SIZE = 224
-View = Literal["full", "flip", "top", "bottom", "pad", "top_left", "top_right", "bottom_left",
-               "bottom_right"]
-CORNERS: tuple[View, ...] = ("top_left", "top_right", "bottom_left", "bottom_right")
 CORNER_SIDE = 2 / 3  # a corner view's side, as a fraction of the poster's short side
 # The square crops: (side as a fraction of the short side, at the far end down, across).
 # "top"/"bottom" are the first/last whole squares along the long side.
@@ -36,7 +34,6 @@ SQUARES: dict[View, tuple[float, bool, bool]] = {
     "top_left": (CORNER_SIDE, False, False), "top_right": (CORNER_SIDE, False, True),
     "bottom_left": (CORNER_SIDE, True, False), "bottom_right": (CORNER_SIDE, True, True),
 }
-VIEWS: tuple[View, ...] = get_args(View)
 
 
 def decode_pixels(encoded: tf.Tensor) -> tf.Tensor:
@@ -84,8 +81,9 @@ def make_dataset(
     shuffle_seed: int | None = None,
     shuffle: bool = False,
     verify: bool = True,
+    image_size: int = IMAGE_SIZE,
 ) -> tf.data.Dataset:
-    """Batches of (images float32[b,224,224,3] in [0,1], labels float32[b,n]) for training.
+    """Batches of (full views float32[b,size,size,3] in [0,1], labels float32[b,n]).
 
     Shuffles when `shuffle` is true or a `shuffle_seed` is given; with a seed the order of
     every epoch is reproducible.
@@ -98,7 +96,7 @@ def make_dataset(
 
     def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         example = parse(serialized, n_labels)
-        return decode_image(example[IMAGE]), example[LABELS]
+        return decode_image(example[IMAGE], image_size), example[LABELS]
 
     examples = examples.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return examples.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -14,16 +14,16 @@ Conventions, everywhere in posterflow:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from tasks.train_config import Combine, LossName
 
 if TYPE_CHECKING:
     import tensorflow as tf
     import tf_keras
 
-LossName = Literal["soft_f1", "bce", "asl"]
-Combine = Literal["concat", "mean"]
 Thresholds = float | Sequence[float] | np.ndarray | Mapping[str, float]
 SOFT_F1_EPS = 1e-16  # the seed's epsilon
 # Asymmetric loss (Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from storage.fetch_reports import reports_of_catalog
 from storage.fs import exists, join, read_json, url_to_fs
 
 CARD_POSTERS = 8  # best and worst each
@@ -241,9 +242,8 @@ def collect_posters(report_dir: str, dataset_dir: str, count: int = CARD_POSTERS
     Those equal the exported model's, poster by poster, to 1e-3 (`tests/model/` checks
     it), so the card needs no second pass of the backbone over the test split.
     """
-    from storage.shard_reader import read_records, verify_once
+    from storage.shard_reader import read_records, split_labels, verify_once
     from tasks.evaluate import read_test_probabilities
-    from tasks.train import split_labels
 
     metrics = read_json(join(report_dir, "metrics.json"))
     labels, thresholds = metrics["labels"], metrics["thresholds"]
@@ -284,18 +284,5 @@ def collect_lineage(lineage: Mapping[str, Any], dataset_dir: str, catalogs_root:
     docs = join(catalog_dir, "data_docs", "index.html")
     return {**lineage, "dataset_dir": str(dataset_dir), "catalog_hash": catalog_hash,
             "catalog_dir": catalog_dir, "data_docs": docs if exists(docs) else None,
-            "fetch_reports": fetch_reports_of(catalog_dir, posters_root),
+            "fetch_reports": reports_of_catalog(posters_root, catalog_dir),
             "flow_run_id": flow_run_id or lineage.get("flow_run_id")}
-
-
-def fetch_reports_of(catalog_dir: str, posters_root: str) -> list[str]:
-    """The fetch reports (Parquet) of runs that fetched this catalog's posters, oldest first."""
-    fs, inner = url_to_fs(join(posters_root, "fetch-reports"))
-    if not fs.isdir(inner):
-        return []
-    reports = []
-    for path in sorted(fs.glob(f"{inner}/*.json")):
-        summary = read_json(fs.unstrip_protocol(path))
-        if str(summary.get("catalog_dir", "")).rstrip("/") == catalog_dir.rstrip("/"):
-            reports.append(str(summary.get("report", path)))
-    return reports

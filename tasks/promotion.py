@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+from storage.layout import DEFAULT_MODEL_NAME
 from storage.registry import (
     CHALLENGER,
     CHAMPION,
-    DEFAULT_MODEL,
     AliasChanges,
     Registry,
     VersionInfo,
@@ -169,7 +169,7 @@ def hold_as_challenger(
 def register_candidate(
     registry: Registry,
     model_dir: str | os.PathLike[str],
-    model: str = DEFAULT_MODEL,
+    model: str = DEFAULT_MODEL_NAME,
     *,
     margin: float = 0.0,
     champion_score: float | None = None,

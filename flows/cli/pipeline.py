@@ -11,6 +11,7 @@ import typer
 
 from flows.cli import quiet
 from flows.cli.output import console, fail, print_run
+from storage.layout import DEFAULT_DATA_ROOT
 
 
 def _prefect_entrypoint_env() -> None:
@@ -60,7 +61,7 @@ def run_command(
 
 def demo_command(
     data_root: Annotated[Path, typer.Option(help="Where demo data and every output go.")] = Path(
-        "posterflow-data"),
+        DEFAULT_DATA_ROOT),
     movies: Annotated[int, typer.Option(help="Movies in the generated catalog.", min=50)] = 400,
     backbone: Annotated[str | None, typer.Option(
         help="TF Hub handle or local SavedModel folder (default: TF Hub MobileNetV2, or a "

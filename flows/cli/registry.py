@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from flows.cli.output import echo_json, fail
+from storage.layout import DEFAULT_DATA_ROOT, DEFAULT_MODEL_NAME, REGISTRY
 
 if TYPE_CHECKING:
     from storage.registry import Registry
@@ -35,8 +36,8 @@ def _registry(
     ctx: typer.Context,
     root: Annotated[
         str, typer.Option("--root", help="Registry root: a folder or fsspec URL.")
-    ] = "posterflow-data/registry",
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = "posterflow",
+    ] = f"{DEFAULT_DATA_ROOT}/{REGISTRY}",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = DEFAULT_MODEL_NAME,
 ) -> None:
     ctx.obj = {"root": root, "model": model}
 

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from flows.cli import quiet
 from flows.cli.options import given, model_default
 from flows.cli.output import catalog_report, console, echo_json, fail, progress_bar
+from storage.layout import DEFAULT_DATA_ROOT
+from tasks.train_config import Distribution, LossName, RecipeName
 
 CATALOG = "tasks.catalog.CatalogConfig"
 FETCH = "tasks.fetch.FetchConfig"
 SHARDS = "tasks.shards.ShardConfig"
-TRAIN = "tasks.train.TrainConfig"
-# The choices of HeadParams.loss, TrainConfig.recipe and TrainConfig.distribution (checked by
-# the CLI tests); written out here because importing tasks/ at start-up would slow every command.
-Loss = Literal["soft_f1", "bce", "asl"]
-Recipe = Literal["default", "seed"]
-Distribution = Literal["default", "mirrored", "multi_worker_mirrored"]
+TRAIN = "tasks.train_config.TrainConfig"
 
 
 def validate_command(
@@ -33,7 +30,7 @@ def validate_command(
     out: Annotated[str | None, typer.Option(
         help="Output folder. Default: <root>/catalogs/<catalog-hash>/.")] = None,
     root: Annotated[str, typer.Option(
-        help="Data root, used when --out is not given.")] = "posterflow-data",
+        help="Data root, used when --out is not given.")] = DEFAULT_DATA_ROOT,
     min_genre_count: Annotated[int | None, typer.Option(
         help="Keep genres carried by at least N movies.", min=1)] = model_default(
         CATALOG, "min_genre_count"),
@@ -202,9 +199,9 @@ def train_command(
         TRAIN, "backbone"),
     embeddings: Annotated[str | None, typer.Option(
         help="Embedding cache root (default: <data root>/embeddings).")] = None,
-    recipe: Annotated[Recipe | None, typer.Option(
-        help="default (the measured best: three poster views averaged, tuned head) or seed "
-        "(the tutorial's method); the options below override it.")] = model_default(
+    recipe: Annotated[RecipeName | None, typer.Option(
+        help="default (the measured best: seven views averaged, tuned head) or tutorial "
+        "(the tutorial's method; alias: seed); the options below override it.")] = model_default(
         TRAIN, "recipe"),
     epochs: Annotated[int | None, typer.Option(
         help="Maximum epochs (default: the recipe's).", min=1)] = None,
@@ -212,7 +209,7 @@ def train_command(
         "--lr", help="Adam learning rate (default: the recipe's).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         help="Batch size.", min=1)] = model_default(TRAIN, "batch_size"),
-    loss: Annotated[Loss | None, typer.Option(
+    loss: Annotated[LossName | None, typer.Option(
         help="Head loss: macro soft-F1, binary cross-entropy or asymmetric loss (default: the "
         "recipe's).")] = None,
     hidden: Annotated[int | None, typer.Option(
@@ -244,8 +241,8 @@ def train_command(
 
     from storage.datasets import ShardIntegrityError
     from tasks.backbone import BackboneUnavailableError
-    from tasks.train import HeadParams, TrainConfig
     from tasks.train import train as run_training
+    from tasks.train_config import HeadParams, TrainConfig
 
     try:
         settings = given(recipe=recipe, backbone=backbone, embeddings_root=embeddings,

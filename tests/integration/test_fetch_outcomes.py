@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from storage import fs
+from storage.fetch_reports import OUTCOMES
 from storage.posters import PosterStore
-from tasks.fetch import OUTCOMES, FetchConfig, fetch_posters
+from tasks.fetch import FetchConfig, fetch_posters
 from tests.fetch_helpers import Misbehaving, serve, write_catalog
 
 CONFIG = FetchConfig(

@@ -23,9 +23,10 @@ from tasks.backbone import build_standin_backbone
 from tasks.demo import POSTER_SIZE, render_poster
 from tasks.evaluate import read_test_probabilities
 from tasks.export import load_model_assets
-from tasks.images import CORNERS
 from tasks.model import macro_f1
-from tasks.train import TrainConfig, TrainResult, train
+from tasks.train import TrainResult, train
+from tasks.train_config import TrainConfig
+from tasks.views import CORNERS
 from tests.model_helpers import write_painted_dataset
 
 WIDTH, HEIGHT = POSTER_SIZE

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from tasks import backbone
-from tasks.train import top_block_variables
+from tasks.fine_tune import top_block_variables
 
 
 @pytest.fixture(scope="module")

@@ -317,7 +317,7 @@ def test_catalog_accepts_what_fetch_accepts(url: str) -> None:
     from yarl import URL
 
     from tasks.expectations import FETCHABLE_SCHEMES, poster_url_scheme
-    from tasks.fetch import AddressPolicy, check_url
+    from tasks.url_guard import AddressPolicy, check_url
 
     assert poster_url_scheme(url) in FETCHABLE_SCHEMES
     check_url(URL(url), AddressPolicy.from_allow_list(["0.0.0.0/0", "::/0"]))  # no Rejected

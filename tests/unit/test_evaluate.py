@@ -18,7 +18,7 @@ from tasks.evaluate import (
     evaluate_saved_model,
     read_test_probabilities,
     threshold_grid,
-    write_report,
+    write_evaluation_report,
 )
 from tasks.model import macro_f1
 from tests.export_helpers import LABELS, encoded, export_crafted_model, write_dataset
@@ -56,7 +56,7 @@ def test_grid_rejects_mismatched_labels() -> None:
         threshold_grid(Y, P, ["x", "y", "z"])
 
 
-def test_write_report_writes_figures_and_metrics(tmp_path: Path) -> None:
+def test_write_evaluation_report_writes_figures_and_metrics(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = ["Action", "Comedy", "Drama"]
     val = (rng.integers(0, 2, (40, 3)).astype(np.float32), rng.random((40, 3), np.float32))
@@ -65,7 +65,7 @@ def test_write_report_writes_figures_and_metrics(tmp_path: Path) -> None:
                "macro_f1": [0.3, 0.4, 0.5], "val_macro_f1": [0.25, 0.35, 0.4]}
     thresholds = best_thresholds(threshold_grid(*val, labels), labels)
     samples = [(encoded("JPEG", seed=i), ["Drama"], ["Drama", "Comedy"]) for i in range(5)]
-    metrics = write_report(
+    metrics = write_evaluation_report(
         tmp_path / "report", labels=labels, histories={"soft_f1": history, "bce": history},
         val=val, test=test, thresholds=thresholds, samples=samples,
         compare_probs={"soft_f1": test[1], "bce": test[1] ** 2},

@@ -12,17 +12,11 @@ from PIL import Image
 from pydantic import ValidationError
 from yarl import URL
 
-from tasks.fetch import (
-    MAX_PIXELS,
-    AddressPolicy,
-    FetchConfig,
-    Rejected,
-    backoff_delay,
-    check_image,
-    check_url,
-    retry_after_seconds,
-    sniff_format,
-)
+from tasks.fetch import FetchConfig
+from tasks.http_retry import retry_after_seconds
+from tasks.poster_checks import MAX_PIXELS, check_image, sniff_format
+from tasks.rejections import Rejected
+from tasks.url_guard import AddressPolicy, check_url
 from tests.fetch_helpers import png_bomb, poster_bytes
 
 NO_ALLOW = AddressPolicy.from_allow_list([])
@@ -103,11 +97,11 @@ def test_retry_after_reads_seconds_and_dates() -> None:
 def test_backoff_is_jittered_exponential_and_capped() -> None:
     config = FetchConfig(backoff_s=1.0, backoff_max_s=5.0, retry_after_max_s=10.0)
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 5.0)]:
-        delays = [backoff_delay(attempt, None, config) for _ in range(200)]
+        delays = [config.retry_policy().delay(attempt, None) for _ in range(200)]
         assert min(delays) >= 0 and max(delays) <= ceiling
         assert max(delays) > ceiling / 2  # jitter spreads over the range
-    assert backoff_delay(1, 3.0, config) == 3.0
-    assert backoff_delay(1, 3600.0, config) == 10.0
+    assert config.retry_policy().delay(1, 3.0) == 3.0
+    assert config.retry_policy().delay(1, 3600.0) == 10.0
 
 
 def test_config_defaults_and_validation() -> None:

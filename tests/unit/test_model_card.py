@@ -11,11 +11,12 @@ import numpy as np
 from PIL import Image
 
 from storage.cards import card_path, read_card_facts, write_card
+from storage.fetch_reports import report_path, report_row, reports_of_catalog, write_fetch_report
 from tasks.model_card import (
     CardData,
     PosterExample,
     card_markdown,
-    fetch_reports_of,
+    collect_lineage,
     headline_rows,
     rank_posters,
     render_card_html,
@@ -100,12 +101,15 @@ def test_card_is_stored_beside_the_version_with_its_facts(tmp_path: Path) -> Non
     assert (tmp_path / "reg/posterflow/cards/3.html").read_text() == "<html></html>"
 
 
-def test_fetch_reports_are_those_of_the_catalog(tmp_path: Path) -> None:
-    reports = tmp_path / "posters" / "fetch-reports"
-    reports.mkdir(parents=True)
+def test_the_cards_fetch_reports_are_those_of_its_catalog(tmp_path: Path) -> None:
+    store = str(tmp_path / "posters")
+    written = {}
     for run, catalog in (("a", "/c/one"), ("b", "/c/two"), ("c", "/c/one/")):
-        (reports / f"{run}.json").write_text(json.dumps(
-            {"catalog_dir": catalog, "report": str(reports / f"{run}.parquet")}))
-    assert fetch_reports_of("/c/one", str(tmp_path / "posters")) == [
-        str(reports / "a.parquet"), str(reports / "c.parquet")]
-    assert fetch_reports_of("/c/one", str(tmp_path / "nowhere")) == []
+        written[run] = report_path(store, run)
+        write_fetch_report(written[run], [report_row(1, "http://x/1.jpg", "ok", 200, 1)],
+                           {"catalog_dir": catalog, "report": written[run]})
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "dataset.json").write_text(json.dumps({"catalog_hash": "one"}))
+    lineage = collect_lineage({}, str(tmp_path / "v1"), "/c", store)
+    assert lineage["fetch_reports"] == [written["a"], written["c"]]
+    assert reports_of_catalog(str(tmp_path / "nowhere"), "/c/one") == []

@@ -14,21 +14,16 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from storage.embeddings import EmbeddingCache
-from storage.shard_reader import read_records
+from storage.layout import data_root_of
+from storage.shard_reader import read_records, split_labels
 from tasks.backbone import build_standin_backbone
 from tasks.embed import embed_dataset
-from tasks.images import CORNERS, decode_image
+from tasks.head_inputs import head_inputs
+from tasks.images import decode_image
 from tasks.model import build_head, macro_f1, macro_soft_f1
-from tasks.train import (
-    HeadParams,
-    TrainConfig,
-    embeddings_root,
-    fine_tune,
-    fit_head,
-    head_inputs,
-    split_labels,
-    train,
-)
+from tasks.train import fine_tune, fit_head, train
+from tasks.train_config import HeadParams, TrainConfig
+from tasks.views import CORNERS
 from tests.model_helpers import LABELS, write_tiny_dataset
 
 
@@ -112,9 +107,20 @@ def test_mirrored_strategy_trains_like_the_default_one(features: dict) -> None:
 
 def test_default_embedding_cache_lives_beside_datasets(tmp_path: Path) -> None:
     dataset_dir = str(tmp_path / "data" / "datasets" / "v1")
-    assert embeddings_root(dataset_dir, TrainConfig()) == str(tmp_path / "data" / "embeddings")
-    assert embeddings_root("memory://root/datasets/v1", TrainConfig()) == "memory://root/embeddings"
-    assert embeddings_root("x", TrainConfig(embeddings_root="/cache")) == "/cache"
+    assert (TrainConfig().resolved(data_root_of(dataset_dir)).cache_root
+            == str(tmp_path / "data" / "embeddings"))
+    assert (TrainConfig().resolved(data_root_of("memory://root/datasets/v1")).cache_root
+            == "memory://root/embeddings")
+    assert TrainConfig(embeddings_root="/cache").resolved("elsewhere").cache_root == "/cache"
+    with pytest.raises(ValueError, match="resolved"):
+        _ = TrainConfig().cache_root
+
+
+def test_the_tutorial_recipe_keeps_its_old_name() -> None:
+    tutorial = TrainConfig(recipe="tutorial")
+    assert TrainConfig(recipe="seed") == tutorial and tutorial.recipe == "tutorial"
+    assert tutorial.views == ["full"] and tutorial.head.learning_rate == 1e-5
+    assert TrainConfig(recipe="seed", views=["full", "top"]).views == ["full", "top"]
 
 
 def test_default_trains_on_each_view_and_predicts_on_their_mean(
@@ -123,7 +129,7 @@ def test_default_trains_on_each_view_and_predicts_on_their_mean(
     assert config.view_examples and config.views == ["full", "top", "bottom", *CORNERS]
     backbone_id = embed_dataset(str(dataset), config.embeddings_root, str(standin),
                                 views=config.views).backbone_id
-    splits, _ = head_inputs(str(dataset), config.embeddings_root, backbone_id, config)
+    splits, _ = head_inputs(str(dataset), backbone_id, config)
     per_view = {v: EmbeddingCache(config.embeddings_root, backbone_id, v) for v in config.views}
     for split in ("train", "val"):
         shas, y = split_labels(str(dataset), split)
@@ -134,7 +140,7 @@ def test_default_trains_on_each_view_and_predicts_on_their_mean(
         else:  # the mean of the views, as the SavedModel computes
             np.testing.assert_allclose(splits[split][0], stacked.mean(1), rtol=1e-6)
             np.testing.assert_array_equal(splits[split][1], y)
-    seed = TrainConfig(recipe="seed")
+    seed = TrainConfig(recipe="tutorial")
     assert not seed.view_examples and seed.shuffle_buffer == 1024
     with pytest.raises(ValueError, match="view_examples .* needs combine 'mean'"):
         TrainConfig(combine="concat")

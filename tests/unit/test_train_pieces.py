@@ -18,18 +18,14 @@ import pytest
 import tensorflow as tf
 
 from storage import fs
+from storage.fits import FIT_JSON
 from storage.shard_reader import read_records
 from tasks.backbone import build_standin_backbone
 from tasks.embed import embed_dataset
-from tasks.train import (
-    FIT_JSON,
-    HeadParams,
-    TrainConfig,
-    evaluate_fit,
-    export_fit,
-    fit_model,
-    train,
-)
+from tasks.evaluate import evaluate_fit
+from tasks.export import export_fit
+from tasks.train import fit_model, train
+from tasks.train_config import HeadParams, TrainConfig
 from tests.model_helpers import write_tiny_dataset
 
 
