@@ -1,6 +1,6 @@
 """Benchmark: head levers on cached features, each over three seeds (mean and spread on val).
 
-A single seed moves val macro F1 by about 0.01 (issue 11), as much as most levers, so this
+One seed moves val macro F1 by about 0.01 (benchmarks/seeds.py), as much as most levers, so this
 screens each lever over seeds 0, 1 and 2 and prints the mean and standard deviation of val
 macro F1 @0.5 (the choice) beside the test mean (reported, never chosen on). It reuses the
 embedding cache of `benchmarks/quality.py --work DIR` (views full/top/bottom/flip/pad of
@@ -34,7 +34,7 @@ VIEWS = ["full", "top", "bottom", "flip", "pad"]
 THREE = ["full", "top", "bottom"]
 SEEDS = (0, 1, 2)
 LEVERS: dict[str, dict[str, Any]] = {
-    "3 views mean (issue 11's first default)": {},
+    "3 views mean (the first default)": {},
     "+ random subset of views averaged (view dropout)": {"aug": "subset"},
     "+ Dirichlet-weighted mean of the views": {"aug": "dirichlet"},
     "+ view examples (each view its own example)": {"aug": "views"},

@@ -11,7 +11,7 @@ to last end, so concurrent fetch chunks count once; "outside tasks" is the rest:
 start, imports, flow and task orchestration).
 
 Recipes: `seed` (the seed's: one view, head only, 30 epochs, no early stopping, one loss)
-and `default` (today's `RetrainConfig` defaults for training). `--incremental` adds issue 7's
+and `default` (today's `RetrainConfig` defaults for training). `--incremental` adds the incremental
 measurement: the seed recipe on 99% of the catalog, then on 100% against the same data root.
 
     .venv/bin/python benchmarks/pipeline.py [--shared ../shared] [--recipes seed default]
@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {"recipe": "seed", "compare_losses": False},  # TrainConfig's seed preset (issue 11)
+    "seed": {"recipe": "tutorial", "compare_losses": False},  # TrainConfig's tutorial recipe
     "default": {},
 }
 

@@ -80,9 +80,9 @@ def rows() -> dict[str, dict[str, Any]]:
             "sweep_learning_rates": [3e-4, 1e-3], "sweep_hidden": [1024],
             "sweep_dropout": [0.3, 0.6], "sweep_losses": ["soft_f1"]},
         "combined: 4 views (+pad) mean": {**lever, "views": [*three, "pad"], "combine": "mean"},
-        "3 views mean, lever head (issue 11's first default), seed 1": {
+        "3 views mean, lever head (the first default), seed 1": {
             **lever, "views": three, "seed": 1},
-        "3 views mean, lever head (issue 11's first default), seed 2": {
+        "3 views mean, lever head (the first default), seed 2": {
             **lever, "views": three, "seed": 2},
         "+ view examples, seed 1": {**lever, "views": three, "view_examples": True,
                                     "shuffle_buffer": 4096, "seed": 1},

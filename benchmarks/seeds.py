@@ -1,6 +1,6 @@
 """Benchmark: the default recipe's seed spread, and what an ensemble of its heads adds.
 
-One head's val macro F1 moves by about 0.01 with the seed (issue 11), as much as most
+One head's val macro F1 moves by about 0.01 with the seed, as much as most
 levers, so a recipe is judged by its mean over many seeds, not by one run. This trains a
 recipe's head under seeds 0..N-1 on the cached features of `benchmarks/quality.py --work DIR`
 (the code `tasks.train.train` runs: `head_inputs`, `select_head`), keeps each head's val and

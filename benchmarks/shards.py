@@ -2,7 +2,8 @@
 
 1. Shard writing (MB of poster bytes per second of wall time, and CPU per record of this
    process and its children) against a plain copy of the same poster bytes from the same
-   store into the same number of files (read, write, fsync): today's writer before issue 15
+   store into the same number of files (read, write, fsync): the writer before the single-pass
+   hash
    (kept below as `today_build`: fsspec reads, protobuf Example, tf.io.TFRecordWriter, a
    second read of each shard for its sha256; timed in its own process, as TensorFlow once
    used slows whatever runs after it in the same one), and `build_dataset` in this process
@@ -12,7 +13,7 @@
    timed run starts after an `os.sync()` and a read of every poster, so none pays for
    another's disk writeback or for posters evicted from the page cache.
 2. The tf.data input pipeline (`make_dataset`: read + verify + parse + decode + resize +
-   shuffle + batch, images/s) against the MobileNetV2 forward rate (images/s) on this machine.
+   shuffle + batch, images/s) against the MobileNetV2 forward rate (images/s) where it runs.
 
 Targets: writing >= 0.5x the plain copy; input pipeline >= 4x the backbone.
 
@@ -131,7 +132,7 @@ def read_posters(store_root: Path) -> None:
 
 
 def today_build(catalog: Path, store_root: Path, out: Path, config: ShardConfig) -> None:
-    """The shard writer as it was before issue 15, on the same plan and publishing steps."""
+    """The shard writer before the single-pass hash, on the same plan and publishing steps."""
     import tensorflow as tf
 
     from storage.datasets import shard_name
@@ -253,7 +254,7 @@ def main() -> None:
 
         methods: dict[str, Callable[[Path], tuple[float, float]]] = {
             "plain copy": in_process(lambda out: plain_copy(store, out, warm.shards)),
-            "today (before issue 15)": today,
+            "before the single-pass hash": today,
             "build_dataset, 1 process": in_process(lambda out: build_dataset(
                 catalog, store, out, config, processes=1)),
             f"build_dataset, {os.cpu_count()} processes (forced)": in_process(

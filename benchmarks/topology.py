@@ -15,7 +15,7 @@ chunks and shard parts), the real MobileNetV2 of ../shared/backbones and the `--
 (default: the seed's one-view recipe, so the embedding does not hide the topology's cost).
 Prints one column per topology: the per-stage spans from the Prefect task runs (as
 benchmarks/pipeline.py), wall, CPU, and each run's wall as a ratio of `local, threads`.
-Then the done-when check of issue 10: `s3, dask` once more (every stage must be Cached and
+Then the cached rerun check: `s3, dask` once more (every stage must be Cached and
 nothing registered), and registry version 1 downloaded from the bucket and served by plain
 TensorFlow.
 

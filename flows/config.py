@@ -80,7 +80,7 @@ class RegistryConfig(BaseModel):
     margin: float = Field(
         0.0, ge=0.0, le=1.0,
         description="A candidate becomes champion only if its test macro F1 beats the "
-        "champion's on the same split by at least this much.",
+        "champion's on the same split by at least this much (0: strictly better).",
     )
     force: bool = Field(False, description="Promote the candidate even if the gate refuses.")
     approval: Literal["none", "required"] = Field(

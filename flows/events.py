@@ -19,7 +19,8 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from storage.registry import CHALLENGER, CHAMPION, NotFoundError, Registry
+from storage.aliases import CHALLENGER, CHAMPION
+from storage.registry import NotFoundError, Registry
 
 EVENT_PREFIX = "posterflow.model."
 

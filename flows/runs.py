@@ -42,10 +42,16 @@ class RunSummary:
                 model_dir=train.model_dir, report_dir=train.report_dir,
                 registry_path=train.registry_path, version=train.version, alias=train.alias,
                 model_card=train.card_path,
+                new_version=not (train.reused or self._registered_before()),
                 val_macro_f1=train.metrics.get("val", {}).get("macro_f1"),
                 test_macro_f1=train.metrics.get("test", {}).get("macro_f1"),
             )
         return out
+
+    def _registered_before(self) -> bool:
+        """True when the register task was cached: an earlier run registered this model."""
+        return any(name.startswith("register-model") and state == "Cached"
+                   for name, state in self.stages)
 
 
 PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")

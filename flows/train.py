@@ -22,8 +22,8 @@ from flows.train_tasks import (
     score_champion,
     write_model_card,
 )
+from storage.aliases import CHALLENGER
 from storage.layout import CATALOGS, RUNS
-from storage.registry import CHALLENGER
 from tasks.model_card import card_markdown
 
 
@@ -38,6 +38,7 @@ class TrainFlowResult:
     alias: str
     metrics: dict
     card_path: str
+    reused: bool = False  # the registry already held this model: nothing new registered
 
 
 @flow(name="train")
@@ -71,4 +72,5 @@ def train_flow(config: TrainFlowConfig) -> TrainFlowResult:
     publish_report(card, registration, report_links(trained, config.dataset_dir,
                                                      storage.path(CATALOGS)))
     return TrainFlowResult(trained.model_dir, trained.report_dir, registration.path,
-                           registration.version, registration.alias, trained.metrics, card.path)
+                           registration.version, registration.alias, trained.metrics, card.path,
+                           registration.reused)

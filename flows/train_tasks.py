@@ -25,8 +25,8 @@ from flows.events import evented_registry
 from storage.fits import FIT_JSON
 from storage.fs import atomic_write_text, exists, join
 from storage.layout import CATALOGS, POSTERS, RunFolder
-from storage.runs import new_run_id
-from tasks.export import SAVED_MODEL
+from storage.model_export import SAVED_MODEL
+from storage.run_ids import new_run_id
 
 if TYPE_CHECKING:
     from flows.approval import Review
@@ -161,7 +161,8 @@ def export_genre_model(fit: SavedFit, evaluation: Evaluation, config: TrainConfi
 @task(name="score-champion")
 def score_champion(registry_root: str, model_name: str, dataset_dir: str) -> ChampionScore | None:
     """The champion's test metrics on the candidate's test split (None without a champion)."""
-    from storage.registry import CHAMPION, NotFoundError, Registry
+    from storage.aliases import CHAMPION
+    from storage.registry import NotFoundError, Registry
     from tasks.evaluate import evaluate_saved_model
 
     registry = Registry(registry_root)
@@ -217,19 +218,15 @@ def write_model_card(trained: TrainResult, registration: Registration,
     """Render the version's card and store it beside the version (`storage.cards`)."""
     from storage.cards import write_card
     from storage.registry import Registry
-    from tasks.model_card import CardData, collect_lineage, read_figures, render_card_html
+    from tasks.model_card import assemble_card, render_card_html
 
     info = Registry(registry_root).info(registration.model, registration.version)
-    lineage = collect_lineage(info.lineage, dataset_dir, join(data_root, CATALOGS),
-                              join(data_root, POSTERS), info.metadata.get("flow_run_id"))
-    decision = registration.decision
-    data = CardData(
-        registration.model, registration.version, registration.alias, decision.reason,
-        decision.promoted, decision.forced, info.metadata["metrics"], lineage,
-        champion.version if champion else None, champion.metrics if champion else None,
-        read_figures(trained.report_dir), posters[0], posters[1], list(notes), status)
+    data = assemble_card(
+        info, registration, trained.report_dir, dataset_dir, join(data_root, CATALOGS),
+        join(data_root, POSTERS), champion=(champion.version, champion.metrics) if champion
+        else None, posters=posters, notes=notes, status=status)
     path = write_card(registry_root, registration.model, registration.version,
-                      render_card_html(data), lineage)
+                      render_card_html(data), data.lineage)
     get_run_logger().info("model card: %s", path)
     return ModelCard(path, data)
 
@@ -238,25 +235,17 @@ def write_model_card(trained: TrainResult, registration: Registration,
 def apply_review(review: Review | None, registration: Registration, registry_root: str,
                  margin: float, force: bool, champion: ChampionScore | None) -> Registration:
     """Approved: the gate decides (forced if asked); rejected: stays challenger, with the reason."""
-    from storage.registry import CHALLENGER, CHAMPION
-    from tasks.promotion import Registration, hold_as_challenger, promote
+    from tasks.promotion import apply_review as decide_review
 
     if review is None:
         return registration
-    registry, model, version = evented_registry(registry_root), registration.model, \
-        registration.version
-    if review.approve:
-        decision = promote(registry, model, version, margin=margin,
-                           champion_score=champion.macro_f1 if champion else None,
-                           force=force or review.force, flow_run_id=flow_run.id,
-                           action="approve", approval=review.reason)
-    else:
-        decision = hold_as_challenger(
-            registry, model, version, f"rejected by reviewer: {review.reason or 'no reason given'}",
-            action="reject", flow_run_id=flow_run.id)
-    get_run_logger().info("review of %s v%d: %s", model, version, decision.reason)
-    return Registration(model, version, registration.path,
-                        CHAMPION if decision.promoted else CHALLENGER, decision)
+    reviewed = decide_review(
+        evented_registry(registry_root), registration, approve=review.approve,
+        reason=review.reason, force=force or review.force, margin=margin,
+        champion_score=champion.macro_f1 if champion else None, flow_run_id=flow_run.id)
+    get_run_logger().info("review of %s v%d: %s", reviewed.model, reviewed.version,
+                          reviewed.decision.reason)
+    return reviewed
 
 
 @task(name="publish-report")

@@ -131,7 +131,7 @@ def write_shard(job: ShardJob,
 class _HashingSink:
     """Writes buffers to a file (GZIP-compressed as TensorFlow's writer does, when asked),
     keeping the sha256 and size of the bytes that reach the file. (A helper thread for the
-    hash + write measured more CPU and no less wall time; BENCHMARKS.md, issue 15.)"""
+    hash + write measured more CPU and no less wall time; BENCHMARKS.md, shards.)"""
 
     def __init__(self, out: BinaryIO, compression: str) -> None:
         if compression not in ("", "GZIP"):

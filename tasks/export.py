@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from storage.fs import atomic_write_json, exists, join, read_json, staged_dir, url_to_fs
+from storage.model_export import ASSETS, SAVED_MODEL, asset_path
 from tasks.images import IMAGE_SIZE, View, decode_pixels, poster_view
 from tasks.model import combine_views
 from tasks.train_config import Combine
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ASSETS = ("labels", "thresholds", "metrics", "lineage")  # assets/<name>.json inside the model
-SAVED_MODEL = "saved_model.pb"  # written last: a folder without it is no model
 UNTUNED_THRESHOLD = 0.5
 
 
@@ -198,7 +197,7 @@ def export_model(
 
 def load_model_assets(model_dir: str | Path) -> dict[str, Any]:
     """The JSON assets of an exported model: labels (list), thresholds, metrics, lineage."""
-    assets = {name: read_json(join(str(model_dir), "assets", f"{name}.json")) for name in ASSETS}
+    assets = {name: read_json(asset_path(model_dir, name)) for name in ASSETS}
     assets["labels"] = assets["labels"]["labels"]
     return assets
 

@@ -36,7 +36,7 @@ from storage import fs, leases
 from storage.catalog import load_catalog
 from storage.fetch_reports import OUTCOMES, report_path, report_row, write_fetch_report
 from storage.posters import PosterStore
-from storage.runs import new_run_id
+from storage.run_ids import new_run_id
 from tasks.http_retry import RetryPolicy, classify, http_failure
 from tasks.poster_checks import MAX_PIXELS, check_image
 from tasks.rejections import Rejected

@@ -15,11 +15,15 @@ import base64
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from storage.fetch_reports import reports_of_catalog
+
+if TYPE_CHECKING:
+    from storage.registry import VersionInfo
+    from tasks.promotion import Registration
 from storage.fs import exists, join, read_json, url_to_fs
 
 CARD_POSTERS = 8  # best and worst each
@@ -69,6 +73,23 @@ class CardData:
     worst: list[PosterExample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     status: str = ""  # e.g. "awaiting approval"
+
+
+def assemble_card(info: VersionInfo, registration: Registration, report_dir: str,
+                  dataset_dir: str, catalogs_root: str, posters_root: str, *,
+                  champion: tuple[int, dict[str, Any]] | None,
+                  posters: tuple[list[PosterExample], list[PosterExample]],
+                  notes: list[str], status: str = "") -> CardData:
+    """What a registered version's card shows: the gate's decision, metrics, lineage,
+    figures, the champion's scores on the same split (version, metrics) and posters."""
+    lineage = collect_lineage(info.lineage, dataset_dir, catalogs_root, posters_root,
+                              info.metadata.get("flow_run_id"))
+    decision = registration.decision
+    return CardData(
+        registration.model, registration.version, registration.alias, decision.reason,
+        decision.promoted, decision.forced, info.metadata["metrics"], lineage,
+        champion[0] if champion else None, champion[1] if champion else None,
+        read_figures(report_dir), posters[0], posters[1], list(notes), status)
 
 
 # --- tables (shared by the HTML card, the markdown artifact and the approval form) --------

@@ -1,7 +1,8 @@
 """The promotion gate: which registered version becomes `champion`, and why.
 
-A candidate becomes champion only if its test macro F1 is at least the champion's plus a
-margin, both measured on the same test split (the same `test_split_fingerprint`, else the
+A candidate becomes champion only if its test macro F1 beats the champion's by at least a
+margin (with margin 0: strictly; a tie never replaces the champion), both measured on the
+same test split (the same `test_split_fingerprint`, else the
 same dataset version). When the champion was scored on another split, the caller may pass
 the champion's score on the candidate's split (the train flow computes it); without it the
 two are not compared. A refused candidate becomes `challenger`; `force` promotes over the
@@ -19,15 +20,10 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+from storage.aliases import CHALLENGER, CHAMPION, AliasChanges
 from storage.layout import DEFAULT_MODEL_NAME
-from storage.registry import (
-    CHALLENGER,
-    CHAMPION,
-    AliasChanges,
-    Registry,
-    VersionInfo,
-    read_export,
-)
+from storage.model_export import read_export
+from storage.registry import NotFoundError, Registry, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +51,7 @@ class Registration:
     path: str
     alias: str
     decision: GateDecision
+    reused: bool = False  # the registry already held this export: nothing new registered
 
 
 def split_key(lineage: dict[str, Any]) -> str:
@@ -72,7 +69,8 @@ def gate(
     margin: float,
     champion_score: float | None = None,
 ) -> GateDecision:
-    """Promote when candidate test macro F1 >= champion's (on the same split) + margin."""
+    """Promote when candidate test macro F1 beats the champion's (on the same split): by at
+    least `margin`, or with margin 0 strictly."""
     f1 = candidate.test_macro_f1
     if champion is None:
         return GateDecision(True, "first version: no champion yet", f1)
@@ -90,8 +88,9 @@ def gate(
             f1,
             champion=champion.version,
         )
-    promoted = f1 >= baseline + margin
-    op = ">=" if promoted else "<"
+    # Strictly better (a tie, e.g. an identical retrain, changes nothing), or by the margin.
+    promoted = f1 >= baseline + margin if margin > 0 else f1 > baseline
+    op = (">=" if margin > 0 else ">") if promoted else ("<" if margin > 0 else "<=")
     reason = (
         f"test macro F1 {f1:.4f} {op} champion v{champion.version} {baseline:.4f} "
         f"+ margin {margin:.4f} {where}"
@@ -160,8 +159,8 @@ def hold_as_challenger(
 ) -> GateDecision:
     """Make (or keep) a version challenger without gating it, e.g. until a reviewer decides."""
     candidate = registry.verified(model, version)
-    with registry.editing_aliases(model) as aliases:
-        aliases.move(CHALLENGER, version, action=action, reason=reason, flow_run_id=flow_run_id)
+    registry.update_aliases(model, lambda aliases: aliases.move(
+        CHALLENGER, version, action=action, reason=reason, flow_run_id=flow_run_id))
     log.info("%s v%d challenger: %s", model, version, reason)
     return GateDecision(False, reason, candidate.test_macro_f1)
 
@@ -185,6 +184,8 @@ def register_candidate(
     published = registry.publish(
         export, model, test_split=split_key(export.lineage), flow_run_id=flow_run_id
     )
+    if published.reused:
+        return _already_registered(registry, published)
     if awaiting_approval:
         decision = hold_as_challenger(registry, model, published.version, "awaiting approval",
                                       flow_run_id=flow_run_id)
@@ -201,3 +202,70 @@ def register_candidate(
     )
     alias = CHAMPION if decision.promoted else CHALLENGER
     return Registration(model, published.version, published.path, alias, decision)
+
+
+def _already_registered(registry: Registry, held: VersionInfo) -> Registration:
+    """The registration of an export the registry already held: its aliases, untouched."""
+    aliases = registry.aliases(held.model)["aliases"]
+    alias = next((a for a in (CHAMPION, CHALLENGER) if aliases.get(a) == held.version), "")
+    reason = f"v{held.version} already holds this export: nothing new registered"
+    decision = GateDecision(alias == CHAMPION, reason, held.test_macro_f1)
+    return Registration(held.model, held.version, held.path, alias, decision, reused=True)
+
+
+def apply_review(registry: Registry, registration: Registration, *, approve: bool,
+                 reason: str, force: bool = False, margin: float = 0.0,
+                 champion_score: float | None = None, flow_run_id: str | None = None
+                 ) -> Registration:
+    """A reviewer's decision on a challenger: approved, the gate decides (forced if asked);
+    rejected, it stays challenger with the reviewer's reason."""
+    model, version = registration.model, registration.version
+    if approve:
+        decision = promote(registry, model, version, margin=margin,
+                           champion_score=champion_score, force=force,
+                           flow_run_id=flow_run_id, action="approve", approval=reason)
+    else:
+        decision = hold_as_challenger(
+            registry, model, version, f"rejected by reviewer: {reason or 'no reason given'}",
+            action="reject", flow_run_id=flow_run_id)
+    return replace(registration, alias=CHAMPION if decision.promoted else CHALLENGER,
+                   decision=decision)
+
+
+def set_alias(registry: Registry, model: str, alias: str, version: int, reason: str = "") -> None:
+    """Point any alias except champion (moved only by the gate or `rollback`) at a version."""
+    if alias == CHAMPION:
+        raise ValueError("champion moves only through promote (the gate) or rollback")
+    registry.set_alias(model, alias, version, reason=reason)
+
+
+def rollback_target(aliases: AliasChanges, model: str, to: int | None) -> tuple[int, int]:
+    """(current champion, the version to roll back to): `to`, else the latest earlier champion."""
+    current = aliases.get(CHAMPION)
+    if current is None:
+        raise NotFoundError(f"{model} has no champion to roll back")
+    target = to
+    if target is None:
+        former = {h["version"] for h in aliases.history if h["alias"] == CHAMPION}
+        earlier = sorted(v for v in former if v is not None and v < current)
+        if not earlier:
+            raise NotFoundError(f"{model}: no champion before v{current} to roll back to")
+        target = earlier[-1]
+    if target >= current:
+        raise ValueError(f"rollback goes to an earlier version than v{current}, got v{target}")
+    return current, target
+
+
+def rollback(registry: Registry, model: str, to: int | None = None, reason: str = "") -> int:
+    """Point champion back at an earlier verified version (default: the latest earlier one)."""
+
+    def edit(aliases: AliasChanges) -> tuple[int, int]:
+        current, target = rollback_target(aliases, model, to)
+        registry.verified(model, target)
+        aliases.move(CHAMPION, target, action="rollback",
+                     reason=reason or f"rolled back from v{current}")
+        return current, target
+
+    current, target = registry.update_aliases(model, edit)
+    log.info("%s champion rolled back from v%d to v%d", model, current, target)
+    return target

@@ -70,6 +70,14 @@ def catalog_report(out_dir: str, s: dict, docs: str) -> str:
     ])
 
 
+def registered_line(summary: dict) -> str:
+    """Which version the run registered, or that it registered nothing new (all cached)."""
+    where = f"{summary['registry_path']} (v{summary['version']}, {summary['alias'] or 'no alias'})"
+    if summary.get("new_version", True):
+        return f"registered:  {where}"
+    return f"nothing new registered: {where} already holds this model"
+
+
 def print_run(summary: dict, as_json: bool) -> None:
     """Print a run summary: JSON on stdout, or a short human account on stderr."""
     if as_json:
@@ -81,8 +89,7 @@ def print_run(summary: dict, as_json: bool) -> None:
         console.print(
             f"val macro F1 {summary['val_macro_f1']:.3f}, test macro F1 "
             f"{summary['test_macro_f1']:.3f}\n"
-            f"registered:  {summary['registry_path']} (v{summary['version']}, "
-            f"{summary['alias']})\n"
+            f"{registered_line(summary)}\n"
             f"model card:  {summary['model_card']}\n"
             f"model:       {summary['model_dir']}\nreport:      {summary['report_dir']}\n"
             f"Data Docs:   {summary['data_docs']}", highlight=False, soft_wrap=True)

@@ -20,7 +20,7 @@ def _prefect_entrypoint_env() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tasks,storage")
-    # The ephemeral API server starts in a subprocess; 20 s is too short on a busy 2-core box.
+    # The ephemeral API server starts in a subprocess; 20 s is too short on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

@@ -62,12 +62,9 @@ def _open_registry(ctx: typer.Context) -> tuple[Registry, str]:
 @contextlib.contextmanager
 def _registry_errors() -> Iterator[None]:
     """Report a registry error as one line and an exit code (1 failed check, 2 bad input)."""
-    from storage.registry import (
-        CorruptRegistry,
-        CorruptVersionError,
-        InvalidModelError,
-        NotFoundError,
-    )
+    from storage.model_export import InvalidModelError
+    from storage.registry import CorruptVersionError, NotFoundError
+    from storage.registry_files import CorruptRegistry
 
     try:
         yield
@@ -118,7 +115,7 @@ def registry_list(
     """
     from rich.table import Table
 
-    from storage.registry import CorruptRegistry
+    from storage.registry_files import CorruptRegistry
 
     registry, model = _open_registry(ctx)
     damage = []
@@ -244,12 +241,12 @@ def registry_promote(
     reason: Annotated[str, typer.Option(help="Why (recorded, non-champion aliases).")] = "",
 ) -> None:
     """Make VERSION champion if it passes the gate (else challenger, exit 1), or set an alias."""
-    from tasks.promotion import promote
+    from tasks.promotion import promote, set_alias
 
     registry, model = _open_registry(ctx)
     if alias != "champion":
         with _registry_errors():
-            registry.set_alias(model, alias, version, reason)
+            set_alias(registry, model, alias, version, reason)
         typer.echo(f"{model} {alias} -> v{version}")
         return
     with _registry_errors():
@@ -272,9 +269,11 @@ def registry_rollback(
     reason: Annotated[str, typer.Option(help="Why (recorded in the alias history).")] = "",
 ) -> None:
     """Point champion back at an earlier, verified version."""
+    from tasks.promotion import rollback
+
     registry, model = _open_registry(ctx)
     with _registry_errors():
-        version = registry.rollback(model, to, reason)
+        version = rollback(registry, model, to, reason)
     typer.echo(f"{model} champion -> v{version}")
 
 

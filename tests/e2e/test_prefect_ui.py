@@ -39,16 +39,16 @@ RUN_S = 240
 
 
 @pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def fresh_prefect_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A fresh `prefect server start` per test (this module's tests each read its runs)."""
     with running_prefect_server(tmp_path) as server:
         yield server
 
 
 @pytest.fixture
-def worker(prefect_server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[None]:
+def worker(fresh_prefect_server: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[None]:
     """A process work pool `cpu` and one worker polling it."""
-    with running_process_worker(prefect_server[1], tmp_path / "worker.log"):
+    with running_process_worker(fresh_prefect_server[1], tmp_path / "worker.log"):
         yield
 
 
@@ -67,11 +67,11 @@ def _wait_for_run(url: str, deployment_id: str, data_root: str) -> dict[str, Any
     raise AssertionError(f"no finished flow run with data_root {data_root} in {RUN_S} s")
 
 
-def test_custom_run_from_the_ui_registers_a_new_version(prefect_server, worker, served_demo,
+def test_custom_run_from_the_ui_registers_a_new_version(fresh_prefect_server, worker, served_demo,
                                                         standin_backbone, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, env = prefect_server
+    url, env = fresh_prefect_server
     registry = tmp_path / "registry"
     config = tiny_config_data(served_demo.csv_path, tmp_path / "data-deployed", standin_backbone)
     config["registry"] = {"root": str(registry)}
@@ -139,14 +139,14 @@ def _assert_opens_offline_with_every_image(browser: Any, card: Path) -> None:
     context.close()
 
 
-def test_approval_in_the_ui_promotes_and_emits_the_event(prefect_server, served_demo,
+def test_approval_in_the_ui_promotes_and_emits_the_event(fresh_prefect_server, served_demo,
                                                          standin_backbone, tmp_path):
     """`registry.approval: required`: the run pauses; Resume > approve > Submit in the UI
     makes the version champion; the event is on the server; the card opens offline."""
     import yaml
     from playwright.sync_api import sync_playwright
 
-    url, env = prefect_server
+    url, env = fresh_prefect_server
     config = tiny_config_data(served_demo.csv_path, tmp_path / "data", standin_backbone)
     config["registry"] = {"root": str(tmp_path / "reg"), "approval": "required",
                           "approval_timeout_s": RUN_S}

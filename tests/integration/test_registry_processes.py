@@ -36,12 +36,14 @@ print(r.version, r.alias)
 """
 
 LOOP = """
-import sys
+import json, pathlib, sys
+from storage.fs import atomic_write_json
 from storage.registry import Registry
 from tasks.promotion import register_candidate
-registry = Registry(sys.argv[1])
+registry, lineage = Registry(sys.argv[1]), pathlib.Path(sys.argv[2], "assets", "lineage.json")
 print("ready", flush=True)
-for _ in range(500):
+for i in range(500):  # a new export each time: the registry keeps one version per content
+    atomic_write_json(str(lineage), {**json.loads(lineage.read_text()), "round": i})
     register_candidate(registry, sys.argv[2], "posterflow")
 """
 

@@ -83,8 +83,9 @@ def _kill_when(proc: subprocess.Popen[bytes], seen: Callable[[], bool], log: Pat
 def test_sigkill_during_fetch_embed_and_export_then_rerun(served_demo, standin_backbone,
                                                           s3_bucket, tmp_path, monkeypatch):
     from storage import fs
+    from storage.model_export import InvalidModelError, read_export
     from storage.posters import PosterStore
-    from storage.registry import InvalidModelError, Registry, read_export
+    from storage.registry import Registry
 
     monkeypatch.setenv("POSTERFLOW_CACHE_DIR", str(tmp_path / "worker-cache"))
     data_root = f"{s3_bucket}/data"

@@ -8,7 +8,7 @@ import pytest
 
 from flows.events import alias_event, alias_event_name
 from storage.registry import Registry
-from tasks.promotion import promote, register_candidate
+from tasks.promotion import promote, register_candidate, rollback
 from tests.registry_helpers import make_export, model_files_without_tensorflow
 
 
@@ -50,7 +50,7 @@ def test_registry_tells_its_listener_every_alias_change(tmp_path: Path) -> None:
     assert [[(e["alias"], e["version"], e["action"]) for e in entries] for _, entries in seen] == [
         [("champion", 1, "register")], [("challenger", 2, "register")],
         [("champion", 2, "promote"), ("challenger", None, "promote")]]
-    registry.rollback("posterflow")
+    rollback(registry, "posterflow")
     assert seen[-1][1][0]["action"] == "rollback"
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import re
+import sys
 import tomllib
 import typing
 from pathlib import Path
@@ -156,11 +157,12 @@ def test_task_runner_threads_by_default():
     assert isinstance(runner, ThreadPoolTaskRunner) and runner._max_workers == 3
 
 
-@pytest.mark.skipif(HAS_PREFECT_DASK, reason="prefect-dask is installed: the Dask test runs")
-def test_dask_runner_without_its_extra_says_how_to_install_it():
+def test_dask_runner_without_its_extra_says_how_to_install_it(monkeypatch):
     from flows.config import ScaleOutConfig
     from flows.runners import task_runner
 
+    monkeypatch.setitem(sys.modules, "prefect_dask", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "flows.dask_runner", raising=False)
     with pytest.raises(RuntimeError, match=r"posterflow\[dask\]"):
         task_runner(ScaleOutConfig(task_runner="dask"))
 

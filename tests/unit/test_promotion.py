@@ -48,6 +48,43 @@ def test_gate_promotes_at_exactly_champion_plus_margin() -> None:
     assert gate(version(2, 0.1, "dataset:a"), None, margin=0.5).promoted  # no champion yet
 
 
+def test_a_tie_never_replaces_the_champion() -> None:
+    champion = version(1, 0.50, "dataset:a")
+    tie = gate(version(2, 0.50, "dataset:a"), champion, margin=0.0)
+    assert not tie.promoted and "0.5000 <= champion v1 0.5000" in tie.reason
+    assert gate(version(2, 0.5001, "dataset:a"), champion, margin=0.0).promoted
+
+
+def test_the_same_export_registered_twice_is_one_version(export: Export, tmp_path: Path) -> None:
+    registry, model_dir = Registry(tmp_path / "r"), export(0.4)
+    first = register_candidate(registry, model_dir, MODEL)
+    again = register_candidate(registry, model_dir, MODEL)  # e.g. a retried register task
+    assert (again.version, again.path, again.reused) == (first.version, first.path, True)
+    assert not first.reused and registry.versions(MODEL) == [1]
+    assert len(registry.aliases(MODEL)["history"]) == 1  # the gate did not run again
+    assert register_candidate(registry, export(0.41), MODEL).version == 2  # other content
+
+
+def test_holding_as_challenger_retries_a_concurrent_alias_change(export: Export,
+                                                                 tmp_path: Path) -> None:
+    root = f"memory://hold-{tmp_path.name}"
+    registry = Registry(root)
+    for f1 in (0.5, 0.4):
+        register_candidate(registry, export(f1), MODEL)
+    real = registry.backend.editing
+    raced = []
+
+    def editing_after_another_writer(model: str, model_dir: str):  # noqa: ANN202
+        if not raced:
+            raced.append(True)
+            Registry(root).set_alias(MODEL, "canary", 1)  # commits between read and write
+        return real(model, model_dir)
+
+    registry.backend.editing = editing_after_another_writer  # type: ignore[method-assign]
+    hold_as_challenger(registry, MODEL, 2, "awaiting approval")
+    assert registry.aliases(MODEL)["aliases"] == {"champion": 1, "challenger": 2, "canary": 1}
+
+
 def test_first_registration_is_champion(export: Export, tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry")
     r = register_candidate(registry, export(0.4), MODEL, flow_run_id="run-123")
@@ -80,10 +117,10 @@ def test_gate_on_another_split_needs_the_champion_score(export: Export, tmp_path
     assert blind.alias == "challenger"
     assert "scored on dataset:ds-1, the candidate on dataset:ds-2" in blind.decision.reason
     # The champion scores 0.55 on ds-2's test split: 0.60 beats it there.
-    fair = register_candidate(registry, export(0.60, "ds-2"), MODEL, champion_score=0.55)
-    assert (fair.alias, fair.decision.baseline_f1) == ("champion", 0.55)
+    fair = promote(registry, MODEL, blind.version, champion_score=0.55)
+    assert (fair.promoted, fair.baseline_f1) == (True, 0.55)
     worse = register_candidate(registry, export(0.50, "ds-2"), MODEL, champion_score=0.99)
-    assert worse.alias == "challenger"  # same split as champion v3 now: its 0.60 is used
+    assert worse.alias == "challenger"  # same split as champion v2 now: its 0.60 is used
     assert worse.decision.baseline_f1 == 0.60
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from storage import registry as reg
-from storage.registry import CorruptVersionError, NotFoundError, Registry, read_export
-from tasks.promotion import promote, register_candidate
+from storage import registry_backends as backends
+from storage.model_export import InvalidModelError, read_export
+from storage.registry import CorruptVersionError, NotFoundError, Registry
+from tasks.promotion import promote, register_candidate, rollback
 from tests.registry_helpers import LABELS, make_export, save_tiny_savedmodel
 
 MODEL = "posterflow"
@@ -93,16 +94,16 @@ def test_rollback_walks_back_through_earlier_champions(export: Export, tmp_path:
     for f1 in (0.5, 0.3, 0.6, 0.7):  # v2 is refused; v1, v3, v4 were champions
         register_candidate(registry, export(f1), MODEL)
     assert registry.resolve(MODEL, "champion") == 4
-    assert registry.rollback(MODEL) == 3
-    assert registry.rollback(MODEL) == 1
+    assert rollback(registry, MODEL) == 3
+    assert rollback(registry, MODEL) == 1
     with pytest.raises(NotFoundError, match="no champion before v1"):
-        registry.rollback(MODEL)
+        rollback(registry, MODEL)
     promote(registry, MODEL, 4)
-    assert registry.rollback(MODEL, to=2, reason="v4 misbehaves") == 2
+    assert rollback(registry, MODEL, to=2, reason="v4 misbehaves") == 2
     last = registry.aliases(MODEL)["history"][-1]
     assert (last["action"], last["previous"], last["reason"]) == ("rollback", 4, "v4 misbehaves")
     with pytest.raises(ValueError, match="earlier version"):
-        registry.rollback(MODEL, to=3)
+        rollback(registry, MODEL, to=3)
 
 
 def test_verify_catches_missing_variables_and_changed_bytes(export: Export, tmp_path: Path) -> None:
@@ -129,18 +130,18 @@ def test_verify_catches_missing_variables_and_changed_bytes(export: Export, tmp_
     with pytest.raises(CorruptVersionError):
         promote(registry, MODEL, 2, force=True)
     with pytest.raises(CorruptVersionError):
-        registry.rollback(MODEL, to=1)
+        rollback(registry, MODEL, to=1)
     assert registry.resolve(MODEL, "champion") == 3
 
 
 def test_register_rejects_incomplete_exports(template: Path, tmp_path: Path) -> None:
     no_metrics = make_export(template, tmp_path / "a", 0.5)
     (no_metrics / "assets" / "metrics.json").unlink()
-    with pytest.raises(reg.InvalidModelError, match="missing assets/metrics.json"):
+    with pytest.raises(InvalidModelError, match="missing assets/metrics.json"):
         register_candidate(Registry(tmp_path / "r"), no_metrics, MODEL)
     bad_f1 = make_export(template, tmp_path / "b", 0.5)
     (bad_f1 / "assets" / "metrics.json").write_text('{"val": {}}')
-    with pytest.raises(reg.InvalidModelError, match="test.macro_f1"):
+    with pytest.raises(InvalidModelError, match="test.macro_f1"):
         read_export(bad_f1)
     assert Registry(tmp_path / "r").versions(MODEL) == []
     with pytest.raises(ValueError, match="model name"):
@@ -245,6 +246,6 @@ def test_stale_staging_scan_tolerates_entries_renamed_meanwhile(
         racing.rename(mdir / "aliases.json")  # published by the other writer after our listing
         return entries
 
-    monkeypatch.setattr(reg.os, "scandir", scandir_then_rename)
-    reg._remove_stale_staging(str(mdir))
+    monkeypatch.setattr(backends.os, "scandir", scandir_then_rename)
+    backends.remove_stale_staging(str(mdir))
     assert sorted(p.name for p in mdir.iterdir()) == ["aliases.json"]

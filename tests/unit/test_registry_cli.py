@@ -47,7 +47,7 @@ def test_register_list_show_promote_rollback_path(exports: dict[str, Path], tmp_
     assert cli(root, "list")[0] == 0
     code, out, _ = cli(root, "show", "challenger")
     shown = json.loads(out)
-    assert shown["version"] == 2 and "0.4000 < champion v1" in shown["history"][0]["reason"]
+    assert shown["version"] == 2 and "0.4000 <= champion v1" in shown["history"][0]["reason"]
     code, out, _ = cli(root, "promote", "2")
     assert code == 1 and "-> challenger" in out
     code, out, _ = cli(root, "promote", "2", "--force")

@@ -18,14 +18,10 @@ from fsspec.implementations.memory import MemoryFileSystem
 from typer.testing import CliRunner
 
 from flows.cli import app
-from storage.registry import (
-    CHALLENGER,
-    CHAMPION,
-    AliasConflict,
-    CorruptRegistry,
-    Registry,
-    UnsafeStoreError,
-)
+from storage.aliases import CHALLENGER, CHAMPION, AliasConflict
+from storage.registry import Registry
+from storage.registry_backends import UnsafeStoreError
+from storage.registry_files import CorruptRegistry
 from tasks.promotion import register_candidate
 from tests.registry_helpers import make_export, model_files_without_tensorflow
 

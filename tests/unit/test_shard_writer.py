@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from storage.posters import PosterStore
 from storage.records import PosterRecord, encode_example, multi_hot, serialize, tfrecord_frame
@@ -64,9 +65,17 @@ def test_shard_file_is_tensorflows_tfrecord_file(tmp_path, compression) -> None:
     assert (written.bytes, written.sha256) == (len(mine), hashlib.sha256(mine).hexdigest())
 
 
-def test_tfrecord_frame_checks_length_and_data() -> None:
-    head, tail = tfrecord_frame(b"abc")
-    assert head[:8] == (3).to_bytes(8, "little") and len(head) == 12 and len(tail) == 4
+def test_tfrecord_frames_read_back_through_tensorflow_and_catch_damage(tmp_path: Path) -> None:
+    records = [b"abc", b"", bytes(range(256)) * 40]
+    path = tmp_path / "framed.tfrecord"
+    path.write_bytes(b"".join(head + data + tail for data in records
+                              for head, tail in [tfrecord_frame(data)]))
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == records
+    damaged = bytearray(path.read_bytes())
+    damaged[-20] ^= 0xFF  # a byte of the last record's data: its CRC no longer matches
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(str(path)))
 
 
 def test_balanced_groups_split_by_weight() -> None:
