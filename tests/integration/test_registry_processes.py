@@ -146,8 +146,12 @@ def test_sigkill_mid_registration_leaves_no_visible_partial_version(
             subprocess.run(["rm", "-rf", str(p)], check=True)
     assert killed_while_staging >= 1, "no kill landed mid-staging: the test proved nothing"
     before = Registry(root).versions(MODEL)
+    # A kill between a finished registration and the next lineage edit leaves content the
+    # registry already holds (it would be reused); new content proves a fresh version allocates.
+    lineage = export / "assets" / "lineage.json"
+    lineage.write_text(json.dumps({**json.loads(lineage.read_text()), "round": "final"}))
     after = register_candidate(Registry(root), export, MODEL)
-    assert after.version == max(before, default=0) + 1
+    assert not after.reused and after.version == max(before, default=0) + 1
     assert Registry(root).verify(MODEL, after.version).ok
 
 
