@@ -1,7 +1,11 @@
-"""What a run shows in the Prefect UI: the validation table, progress bars, the run report, links.
+"""What a run shows in the Prefect UI: the validation table, progress bars, the run report
+and the retrain's headline.
 
-The renderers are plain functions of the stage results (unit-tested without Prefect); the
-`publish_*` helpers are the only code that creates artifacts, and run inside a task.
+Everything a reviewer needs is inside the artifacts (tables, the report's figures as data
+URIs): a browser on the UI's http page blocks `file://` links and the Prefect server serves
+no files, so paths are printed as text, never linked. The renderers are plain functions of
+the stage results (unit-tested without Prefect); the `publish_*` helpers are the only code
+that creates artifacts, and run inside a task.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect.artifacts import (
-    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -26,7 +29,7 @@ from tasks.model_card import card_markdown
 if TYPE_CHECKING:
     from tasks.catalog import CatalogResult
     from tasks.model_card import CardData
-    from tasks.promotion import Registration
+    from tasks.promotion import GateDecision, Registration
     from tasks.train import TrainResult
 
 PROGRESS_EVERY_S = 2.0
@@ -49,14 +52,13 @@ def validation_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def publish_validation(csv_path: str, result: CatalogResult) -> None:
-    """The validation table and a link to the catalog's Data Docs."""
+    """The validation table; its description names the catalog's Data Docs (a path)."""
     create_table_artifact(
         key="catalog-validation", table=validation_rows(result.summary),
         description=f"Catalog validation of {csv_path}: "
-        f"{'passed' if result.passed else '; '.join(result.summary['problems'])}",
+        f"{'passed' if result.passed else '; '.join(result.summary['problems'])}. "
+        f"Great Expectations Data Docs: {result.data_docs_index}",
     )
-    create_link_artifact(key="catalog-data-docs", link=file_link(result.data_docs_index),
-                         link_text="Great Expectations Data Docs")
 
 
 # --- fetch -------------------------------------------------------------------------------
@@ -107,8 +109,9 @@ def report_links(trained: TrainResult, dataset_dir: str, catalogs_root: str) -> 
 
 def report_markdown(card: CardData, card_path: str, registered_path: str,
                     links: ReportLinks) -> str:
-    """The run report: the model card's tables (`tasks.model_card`), then where things are."""
-    lines = [card_markdown(card, file_link(card_path)),
+    """The run report: the model card's tables and figures (`tasks.model_card`), then where
+    things are."""
+    lines = [card_markdown(card, card_path, figures=True),
              f"- Registered model: `{registered_path}`", f"- Run model: `{links.model_dir}`",
              f"- Report (plots, metrics.json): `{links.report_dir}`"]
     if links.data_docs:
@@ -116,17 +119,67 @@ def report_markdown(card: CardData, card_path: str, registered_path: str,
     return "\n".join(lines) + "\n"
 
 
-def publish_report_artifacts(markdown: str, registration: Registration, card_path: str) -> None:
-    """The run report as a markdown artifact, and links to the model card and the model."""
-    name = f"{registration.model} v{registration.version}"
+def publish_report_artifact(markdown: str, registration: Registration) -> None:
+    """The run report as the run's `model-report` markdown artifact."""
     create_markdown_artifact(key="model-report", markdown=markdown,
-                             description=f"posterflow model {name}")
-    create_link_artifact(key="model-card", link=file_link(card_path),
-                         link_text=f"model card of {name}")
-    create_link_artifact(key="registered-model", link=file_link(registration.path),
-                         link_text=name)
+                             description=f"posterflow model {registration.model} "
+                             f"v{registration.version} ({registration.alias})")
 
 
-def file_link(path: str) -> str:
-    """A clickable URL for a local path or fsspec URL."""
-    return path if "://" in path else f"file://{path}"
+# --- retrain headline --------------------------------------------------------------------
+
+
+def retrain_markdown(model: str, version: int, alias: str, decision: GateDecision,
+                     metrics: dict[str, Any], card_path: str, reused: bool) -> str:
+    """The parent retrain run's headline: the version, its alias and why, the test scores."""
+    head = (f"nothing new registered: {model} v{version} ({alias or 'no alias'}) already holds "
+            "this model" if reused else f"{model} v{version}: {alias}")
+    val, test = metrics.get("val", {}), metrics.get("test", {})
+    rows = [f"# {head}", "", f"**Decision:** {decision.reason}", ""]
+    rows += [f"- FAILED: {c}" for c in decision.failed_checks]
+    rows += [f"- warning: {w}" for w in decision.warnings]
+    rows += ["", "| metric | val | test |", "|---|---|---|"]
+    for key, name in (("macro_f1", "macro F1 @0.5"), ("macro_f1_tuned", "macro F1 tuned")):
+        rows.append(f"| {name} | {_score(val.get(key))} | {_score(test.get(key))} |")
+    rows += ["", f"Model card: `{card_path}` (the train run's `model-report` artifact shows it)"]
+    return "\n".join(rows) + "\n"
+
+
+def publish_retrain_summary(markdown: str) -> None:
+    """The retrain run's headline as its `retrain-summary` markdown artifact."""
+    create_markdown_artifact(key="retrain-summary", markdown=markdown,
+                             description="posterflow retrain: the registered version")
+
+
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+# --- scores ------------------------------------------------------------------------------
+
+
+def score_markdown(out_dir: str, facts: dict[str, Any], sample: list[dict[str, Any]]) -> str:
+    """The score run's summary: model, counts by how each poster was scored, a sample."""
+    rows = [f"# {facts['rows']} posters scored by {facts['model']} v{facts['version']} "
+            f"({facts['alias']})", "",
+            f"Dataset `{facts['dataset_version']}` ({', '.join(facts['splits'])}); "
+            f"predictions in `{out_dir}`", "",
+            "| scored from | posters |", "|---|---|",
+            f"| cached features (head only) | {facts['from_features']} |",
+            f"| poster images (backbone + head) | {facts['from_images']} |", ""]
+    if sample:
+        labels = facts.get("labels") or []
+        rows += ["| imdb id | split | genres | top probabilities |", "|---|---|---|---|"]
+        for row in sample:
+            probs = sorted(zip(labels, row["probabilities"], strict=False),
+                           key=lambda kv: -kv[1])[:3]
+            top = ", ".join(f"{name} {p:.2f}" for name, p in probs)
+            rows.append(f"| {row['imdb_id']} | {row['split']} | "
+                        f"{', '.join(row['genres']) or '-'} | {top} |")
+    return "\n".join(rows) + "\n"
+
+
+def publish_score_summary(markdown: str) -> None:
+    """The score run's summary as its `scores` markdown artifact."""
+    create_markdown_artifact(key="scores", markdown=markdown,
+                             description="posterflow batch scoring")

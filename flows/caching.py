@@ -85,8 +85,9 @@ def missing_outputs(paths: Callable[[Any], Iterable[str]]) -> Callable[[Any], st
 
 
 def file_digest(path: Any) -> str:
-    """Content fingerprint of one file (local path or fsspec URL)."""
-    return sha256_file(str(path))
+    """Content fingerprint of one file (local path or fsspec URL); a missing file gets a key
+    of its own, so the task body, not the cache key, reports it (in one line)."""
+    return sha256_file(str(path)) if exists(str(path)) else f"missing:{path}"
 
 
 def dataset_digest(dataset_dir: Any) -> str:

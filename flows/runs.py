@@ -41,7 +41,7 @@ class RunSummary:
                 dataset_dir=ingest.dataset_dir, fetch_outcomes=ingest.fetch_outcomes,
                 model_dir=train.model_dir, report_dir=train.report_dir,
                 registry_path=train.registry_path, version=train.version, alias=train.alias,
-                model_card=train.card_path,
+                decision=train.decision.reason, model_card=train.card_path,
                 new_version=not (train.reused or self._registered_before()),
                 val_macro_f1=train.metrics.get("val", {}).get("macro_f1"),
                 test_macro_f1=train.metrics.get("test", {}).get("macro_f1"),

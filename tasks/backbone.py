@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/4"
 KAGGLE_MODELS = "https://www.kaggle.com/models/"
+REMOTE_SCHEMES = ("http://", "https://", "gs://")  # what `tensorflow_hub` downloads
 # Names of the numbered blocks of MobileNetV2 variables: Keras ("block_16_project") and
 # TF-slim / TF Hub ("expanded_conv_16/project").
 _BLOCK = re.compile(r"(?:block_|expanded_conv_)(\d+)")
@@ -60,14 +61,28 @@ def _as_url(handle: str) -> str:
     return handle
 
 
+def is_remote(handle: str) -> bool:
+    """True for a handle `tensorflow_hub` downloads (http(s)://, gs://, Kaggle Models)."""
+    return _as_url(handle).startswith(REMOTE_SCHEMES) and not Path(handle).exists()
+
+
+def _local_folder(path: str) -> str:
+    """A local backbone folder, checked: it must exist and hold a SavedModel."""
+    folder = Path(path)
+    where = path if folder.is_absolute() else f"{path}, i.e. {folder.resolve()}"
+    local = "a local path: nothing is downloaded"
+    if not folder.exists():
+        raise BackboneUnavailableError(f"backbone folder not found: {where} ({local})")
+    if not _is_saved_model_dir(folder):
+        raise BackboneUnavailableError(
+            f"backbone {where} holds no saved_model.pb: not a SavedModel folder ({local})")
+    return str(folder.resolve())
+
+
 def resolve_backbone(handle_or_path: str) -> str:
     """A local SavedModel folder for a handle: the folder itself, or the TF Hub cache copy."""
-    if _is_saved_model_dir(handle_or_path):
-        return str(Path(handle_or_path).resolve())
-    if Path(handle_or_path).exists():
-        raise BackboneUnavailableError(
-            f"{handle_or_path} exists but holds no saved_model.pb: expected a SavedModel folder"
-        )
+    if not is_remote(handle_or_path):
+        return _local_folder(handle_or_path)
     hub = import_hub()
     url = _as_url(handle_or_path)
     try:

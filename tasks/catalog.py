@@ -44,6 +44,7 @@ from tasks.catalog_csv import (
     decode_text,
     parse_table,
     read_bytes,
+    require_catalog,
 )
 from tasks.expectations import DERIVED_FROM, poster_url_scheme
 
@@ -364,6 +365,7 @@ def _write_data_docs(docs_src: str, out_dir: str) -> str:
 
 def catalog_dir(catalogs_root: str, csv_path: str, config: CatalogConfig) -> str:
     """`<catalogs_root>/<catalog-hash>`: named by the source bytes and the stage parameters."""
+    require_catalog(csv_path)
     key = store.catalog_hash(fs.sha256_file(csv_path), config.model_dump(mode="json"))
     return fs.join(catalogs_root, key)
 

@@ -67,12 +67,29 @@ class SourceTable:
     blank_lines: int
 
 
+def require_catalog(csv_path: str | os.PathLike[str]) -> None:
+    """CatalogReadError naming the path when the catalog file does not exist (path or URL).
+
+    Called before anything else reads the file (e.g. its content hash), so a missing
+    catalog fails with this one line rather than an OSError from deeper down.
+    """
+    try:
+        filesystem, path = fs.url_to_fs(csv_path)
+        found = filesystem.exists(path)
+    except (OSError, ValueError) as exc:
+        raise CatalogReadError(f"cannot read {csv_path}: {exc}") from exc
+    if not found:
+        raise CatalogReadError(f"catalog not found: {csv_path}")
+
+
 def read_bytes(csv_path: str | os.PathLike[str]) -> bytes:
     """The whole file from a local path or fsspec URL; CatalogReadError when unreadable."""
     try:
         filesystem, path = fs.url_to_fs(csv_path)
         with filesystem.open(path, "rb") as f:
             return bytes(f.read())
+    except FileNotFoundError as exc:
+        raise CatalogReadError(f"catalog not found: {csv_path}") from exc
     except (OSError, ValueError) as exc:
         raise CatalogReadError(f"cannot read {csv_path}: {exc}") from exc
 

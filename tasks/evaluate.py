@@ -21,7 +21,13 @@ import pandas as pd
 
 from storage.fits import SavedFit, load_head, read_fit_spec
 from storage.fs import atomic_write_bytes, atomic_write_json, join, url_to_fs
-from tasks.model import confusion_counts, macro_f1, micro_f1, per_label_scores
+from tasks.model import (
+    bootstrap_f1_intervals,
+    confusion_counts,
+    macro_f1,
+    micro_f1,
+    per_label_scores,
+)
 
 if TYPE_CHECKING:
     from tasks.train_config import TrainConfig
@@ -97,15 +103,22 @@ def best_thresholds(grid: pd.DataFrame, labels: Sequence[str]) -> dict[str, floa
 def split_metrics(
     y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str], thresholds: Mapping[str, float]
 ) -> dict[str, Any]:
-    """Whole-split scores at 0.5 and at the tuned thresholds, with per-label P/R/F1."""
+    """Whole-split scores at 0.5 and at the tuned thresholds, with per-label P/R/F1 and
+    95% bootstrap intervals of macro F1 @0.5 and of each label's tuned F1."""
+    macro_ci, _ = bootstrap_f1_intervals(y_true, y_prob, 0.5)
+    _, label_ci = bootstrap_f1_intervals(y_true, y_prob, thresholds, labels)
+    tuned = per_label_scores(y_true, y_prob, labels, thresholds)
+    for name, (lo, hi) in zip(labels, label_ci, strict=True):
+        tuned[name]["f1_ci95"] = [float(lo), float(hi)]
     return {
         "records": int(len(y_true)),
         "macro_f1": macro_f1(y_true, y_prob),
+        "macro_f1_ci95": macro_ci,
         "micro_f1": micro_f1(y_true, y_prob),
         "macro_f1_tuned": macro_f1(y_true, y_prob, thresholds, labels),
         "micro_f1_tuned": micro_f1(y_true, y_prob, thresholds, labels),
         "per_label": per_label_scores(y_true, y_prob, labels),
-        "per_label_tuned": per_label_scores(y_true, y_prob, labels, thresholds),
+        "per_label_tuned": tuned,
     }
 
 

@@ -73,6 +73,8 @@ class CardData:
     worst: list[PosterExample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     status: str = ""  # e.g. "awaiting approval"
+    failed_checks: list[str] = field(default_factory=list)  # the guardrails it failed
+    warnings: list[str] = field(default_factory=list)
 
 
 def assemble_card(info: VersionInfo, registration: Registration, report_dir: str,
@@ -89,38 +91,57 @@ def assemble_card(info: VersionInfo, registration: Registration, report_dir: str
         registration.model, registration.version, registration.alias, decision.reason,
         decision.promoted, decision.forced, info.metadata["metrics"], lineage,
         champion[0] if champion else None, champion[1] if champion else None,
-        read_figures(report_dir), posters[0], posters[1], list(notes), status)
+        read_figures(report_dir), posters[0], posters[1], list(notes), status,
+        list(decision.failed_checks), list(decision.warnings))
 
 
 # --- tables (shared by the HTML card, the markdown artifact and the approval form) --------
 
 
 def headline_rows(data: CardData) -> list[list[str]]:
-    """Header + rows: each headline metric on val and test, and the champion's on test."""
+    """Header + rows: each headline metric on val and test, the champion's on test and the
+    difference (candidate - champion), then the 95% bootstrap interval of macro F1 @0.5."""
     champ = f"champion v{data.champion_version} (test)" if data.champion_version else "champion"
-    rows = [["metric", "val", "test", champ]]
+    rows = [["metric", "val", "test", champ, "delta (test)"]]
     val, test = data.metrics.get("val", {}), data.metrics.get("test", {})
     other = data.champion_metrics or {}
     for key, name in (("macro_f1", "macro F1 @0.5"), ("macro_f1_tuned", "macro F1 tuned"),
                       ("micro_f1", "micro F1 @0.5"), ("micro_f1_tuned", "micro F1 tuned")):
-        rows.append([name, _f(val.get(key)), _f(test.get(key)), _f(other.get(key))])
+        rows.append([name, _f(val.get(key)), _f(test.get(key)), _f(other.get(key)),
+                     _delta(test.get(key), other.get(key))])
+    rows.append(["macro F1 @0.5, 95% CI", _interval(val.get("macro_f1_ci95")),
+                 _interval(test.get("macro_f1_ci95")), _interval(other.get("macro_f1_ci95")),
+                 "-"])
     rows.append(["records", str(val.get("records", "-")), str(test.get("records", "-")),
-                 str(other.get("records", "-"))])
+                 str(other.get("records", "-")), "-"])
     return rows
 
 
 def genre_rows(data: CardData) -> list[list[str]]:
-    """Header + one row per genre: threshold, test precision/recall/F1 (tuned), champion F1."""
-    rows = [["genre", "threshold", "precision", "recall", "F1", "support", "champion F1"]]
+    """Header + one row per genre: threshold, test precision/recall/F1 (tuned) with F1's 95%
+    bootstrap interval, support, how many posters it was predicted for, the champion's F1
+    and the difference."""
+    rows = [["genre", "threshold", "precision", "recall", "F1", "F1 95% CI", "support",
+             "predicted", "champion F1", "delta F1"]]
     test = data.metrics.get("test", {})
     per_label = test.get("per_label_tuned") or test.get("per_label") or {}
     champion = (data.champion_metrics or {}).get("per_label_tuned") or {}
     thresholds = data.metrics.get("thresholds", {})
     for label, s in per_label.items():
+        other = champion.get(label, {}).get("f1")
         rows.append([label, _f(thresholds.get(label), 2), _f(s.get("precision")),
-                     _f(s.get("recall")), _f(s.get("f1")), str(s.get("support", "-")),
-                     _f(champion.get(label, {}).get("f1"))])
+                     _f(s.get("recall")), _f(s.get("f1")), _interval(s.get("f1_ci95")),
+                     str(s.get("support", "-")), str(s.get("predicted", "-")), _f(other),
+                     _delta(s.get("f1"), other)])
     return rows
+
+
+def check_lines(data: CardData) -> list[str]:
+    """The guardrails' verdict: each failed check, then each warning."""
+    if not data.failed_checks and not data.warnings:
+        return ["all guardrails passed"]
+    return ([f"FAILED: {c}" for c in data.failed_checks]
+            + [f"warning: {w}" for w in data.warnings])
 
 
 LINEAGE_FIELDS = (("dataset_version", "dataset version"), ("dataset_dir", "dataset folder"),
@@ -169,15 +190,22 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def card_markdown(data: CardData, card_link: str | None = None) -> str:
-    """The card's tables as markdown (the run's artifact, the approval form)."""
+def card_markdown(data: CardData, card_path: str | None = None, *,
+                  figures: bool = False) -> str:
+    """The card's tables as markdown (the run's artifact, the approval form); with `figures`
+    the report's PNGs inline as data URIs (the Prefect UI renders them; a browser blocks
+    `file://` links from an http page, so the card's path is printed, not linked)."""
     parts = [f"# {data.model} v{data.version} ({data.status or data.alias})", ""]
     parts += [f"> {note}" for note in data.notes] + ([""] if data.notes else [])
-    parts += [f"**Decision:** {decision_line(data)}", ""]
-    if card_link:
-        parts += [f"**Model card:** [{card_link}]({card_link})", ""]
-    parts += [markdown_table(headline_rows(data)), "", markdown_table(genre_rows(data)), "",
-              markdown_table(lineage_rows(data.lineage))]
+    parts += [f"**Decision:** {decision_line(data)}", "", "**Guardrails:**", ""]
+    parts += [f"- {line}" for line in check_lines(data)] + [""]
+    if card_path:
+        parts += [f"**Model card** (HTML, every image inline): `{card_path}`", ""]
+    parts += [markdown_table(headline_rows(data)), "", markdown_table(genre_rows(data)), ""]
+    if figures:
+        parts += [f"![{caption}]({_data_uri(png)})\n\n*{caption}*\n"
+                  for caption, png in data.figures.items()]
+    parts.append(markdown_table(lineage_rows(data.lineage)))
     return "\n".join(parts) + "\n"
 
 
@@ -189,6 +217,8 @@ def render_card_html(data: CardData) -> str:
     body = [f"<h1>{e(data.model)} v{data.version} <small>({state})</small></h1>"]
     body += [f'<p class="note">{e(n)}</p>' for n in data.notes]
     body.append(f'<p class="decision {css}"><b>Decision:</b> {e(decision_line(data))}</p>')
+    body += ["<h2>Guardrails</h2>", "<ul>", *(f"<li>{e(line)}</li>" for line in
+                                                check_lines(data)), "</ul>"]
     body += ["<h2>Headline metrics</h2>", _html_table(headline_rows(data)),
              "<h2>Per genre (test, tuned thresholds)</h2>", _html_table(genre_rows(data))]
     for caption, png in data.figures.items():
@@ -233,6 +263,17 @@ def _data_uri(image: bytes) -> str:
 
 def _f(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+
+
+def _delta(value: Any, baseline: Any) -> str:
+    """value - baseline with its sign, or "-" when either is missing."""
+    if not isinstance(value, int | float) or not isinstance(baseline, int | float):
+        return "-"
+    return f"{value - baseline:+.4f}"
+
+
+def _interval(bounds: Any) -> str:
+    return f"{bounds[0]:.4f}-{bounds[1]:.4f}" if bounds else "-"
 
 
 # --- inputs -------------------------------------------------------------------------------

@@ -5,8 +5,11 @@ margin (with margin 0: strictly; a tie never replaces the champion), both measur
 same test split (the same `test_split_fingerprint`, else the
 same dataset version). When the champion was scored on another split, the caller may pass
 the champion's score on the candidate's split (the train flow computes it); without it the
-two are not compared. A refused candidate becomes `challenger`; `force` promotes over the
-gate, and the decision, its reason and `force` are recorded in the alias history.
+two are not compared. Before any comparison a candidate must pass the absolute checks of
+`Guardrails` (minimum macro F1, genres predicted for every poster, test support per genre),
+the first version too: one that fails is held as `challenger`. A refused candidate becomes
+`challenger`; `force` promotes over the gate and the guardrails, and the decision, its
+reason and `force` are recorded in the alias history.
 
 The registry (`storage.registry`) publishes versions and moves aliases; this module decides,
 in `Registry.update_aliases` (a lock locally, a compare-and-swap on object stores), so that
@@ -20,6 +23,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from storage.aliases import CHALLENGER, CHAMPION, AliasChanges
 from storage.layout import DEFAULT_MODEL_NAME
 from storage.model_export import read_export
@@ -28,6 +33,63 @@ from storage.registry import NotFoundError, Registry, VersionInfo
 log = logging.getLogger(__name__)
 
 UNKNOWN_SPLIT = "unknown"  # lineage without a dataset version: never "the same split"
+# A genre predicted for this share of test posters or more says nothing about the poster.
+ALWAYS_PREDICTED_RATE = 0.99
+
+
+class Guardrails(BaseModel):
+    """Absolute checks on a candidate's test metrics, applied before the gate compares it.
+
+    Checks whose metrics an export lacks (an old export) are skipped, not failed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_macro_f1: float = Field(
+        0.2, ge=0.0, le=1.0, description="A candidate needs at least this test macro F1 @0.5.")
+    max_always_predicted: float = Field(
+        0.25, ge=0.0, le=1.0, description="At most this share of the genres may be predicted "
+        "(at their tuned thresholds) for 99% or more of the test posters.")
+    min_test_support: int = Field(
+        5, ge=0, description="Every genre needs at least this many test posters (fewer: its "
+        "F1 is noise).")
+
+    def failures(self, metrics: dict[str, Any]) -> list[str]:
+        """The checks a candidate's metrics fail, one line each."""
+        test = metrics.get("test", {})
+        failed = []
+        if test.get("macro_f1", 1.0) < self.min_macro_f1:
+            failed.append(f"test macro F1 {test['macro_f1']:.4f} < minimum {self.min_macro_f1}")
+        per_label, records = test.get("per_label_tuned") or {}, test.get("records") or 0
+        always = [name for name, s in per_label.items()
+                  if "predicted" in s and records and s["predicted"] >= ALWAYS_PREDICTED_RATE
+                  * records]
+        if per_label and len(always) > self.max_always_predicted * len(per_label):
+            failed.append(f"{len(always)} of {len(per_label)} genres predicted for every test "
+                          f"poster ({', '.join(always)}) > maximum share "
+                          f"{self.max_always_predicted}")
+        thin = [f"{name} {s['support']}" for name, s in per_label.items()
+                if s.get("support", self.min_test_support) < self.min_test_support]
+        if thin:
+            failed.append(f"test support below {self.min_test_support} posters: "
+                          f"{', '.join(thin)}")
+        return failed
+
+
+GUARDRAILS_OFF = Guardrails(min_macro_f1=0.0, max_always_predicted=1.0, min_test_support=0)
+
+
+def margin_warnings(metrics: dict[str, Any], margin: float) -> list[str]:
+    """A warning when the test split is too small to tell a difference of `margin` from noise."""
+    test = metrics.get("test", {})
+    interval = test.get("macro_f1_ci95")
+    if not interval:
+        return []
+    half = (interval[1] - interval[0]) / 2
+    if half <= margin:
+        return []
+    return [f"the test split ({test.get('records', '?')} posters) is too small for the margin: "
+            f"test macro F1's 95% interval is +-{half:.4f}, wider than the margin {margin:.4f}"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +102,8 @@ class GateDecision:
     baseline_f1: float | None = None
     champion: int | None = None
     forced: bool = False
+    failed_checks: tuple[str, ...] = ()  # `Guardrails.failures`: fails the candidate
+    warnings: tuple[str, ...] = ()  # `margin_warnings`: shown, decides nothing
 
 
 @dataclass(frozen=True)
@@ -106,16 +170,20 @@ def promote(
     margin: float = 0.0,
     champion_score: float | None = None,
     force: bool = False,
+    guardrails: Guardrails | None = None,
     flow_run_id: str | None = None,
     action: str = "promote",
     approval: str | None = None,
 ) -> GateDecision:
-    """Gate a verified version against the champion; on refusal it becomes challenger.
+    """Check a verified version against the guardrails (default `Guardrails()`), then gate
+    it against the champion; on refusal it becomes challenger.
 
     `approval` is a reviewer's reason for approving (recorded before the gate's reason):
     approval lets the gate decide, it does not bypass it; only `force` does.
     """
     candidate = registry.verified(model, version)
+    metrics = candidate.metadata.get("metrics", {})
+    failed = tuple((guardrails or Guardrails()).failures(metrics))
 
     def decide(aliases: AliasChanges) -> GateDecision:  # re-run if another writer got first
         current = aliases.get(CHAMPION)
@@ -123,6 +191,11 @@ def promote(
             return GateDecision(True, f"v{version} is already champion", candidate.test_macro_f1)
         champion = registry.info(model, current) if current is not None else None
         decision = gate(candidate, champion, margin, champion_score)
+        if champion is not None:
+            decision = replace(decision, warnings=tuple(margin_warnings(metrics, margin)))
+        if failed:
+            decision = replace(decision, promoted=False, failed_checks=failed,
+                               reason=f"failed guardrails: {'; '.join(failed)}")
         if force and not decision.promoted:
             reason = f"forced over the gate: {decision.reason}"
             decision = replace(decision, promoted=True, forced=True, reason=reason)
@@ -173,6 +246,7 @@ def register_candidate(
     margin: float = 0.0,
     champion_score: float | None = None,
     force: bool = False,
+    guardrails: Guardrails | None = None,
     flow_run_id: str | None = None,
     awaiting_approval: bool = False,
 ) -> Registration:
@@ -197,6 +271,7 @@ def register_candidate(
         margin=margin,
         champion_score=champion_score,
         force=force,
+        guardrails=guardrails,
         flow_run_id=flow_run_id,
         action="register",
     )
@@ -215,14 +290,14 @@ def _already_registered(registry: Registry, held: VersionInfo) -> Registration:
 
 def apply_review(registry: Registry, registration: Registration, *, approve: bool,
                  reason: str, force: bool = False, margin: float = 0.0,
-                 champion_score: float | None = None, flow_run_id: str | None = None
-                 ) -> Registration:
+                 champion_score: float | None = None, guardrails: Guardrails | None = None,
+                 flow_run_id: str | None = None) -> Registration:
     """A reviewer's decision on a challenger: approved, the gate decides (forced if asked);
     rejected, it stays challenger with the reviewer's reason."""
     model, version = registration.model, registration.version
     if approve:
         decision = promote(registry, model, version, margin=margin,
-                           champion_score=champion_score, force=force,
+                           champion_score=champion_score, force=force, guardrails=guardrails,
                            flow_run_id=flow_run_id, action="approve", approval=reason)
     else:
         decision = hold_as_challenger(

@@ -77,7 +77,7 @@ class TrainResult:
 
 
 def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: int,
-                  on_epoch: Callable[[int], None]) -> tf_keras.callbacks.Callback:
+                  epochs: int, on_epoch: Callable[[int], None]) -> tf_keras.callbacks.Callback:
     """A callback adding whole-split `val_loss` and `val_macro_f1` to each epoch's logs.
 
     Whole split, not batch-averaged: soft F1 and F1 over batches are biased estimates.
@@ -90,8 +90,9 @@ def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: i
             probs = self.model.predict(inputs, batch_size=batch_size, verbose=0)
             logs["val_loss"] = float(get_loss(loss)(y_true, probs))
             logs["val_macro_f1"] = macro_f1(y_true, probs)
-            log.info("epoch %d: loss %.4f, val loss %.4f, val macro F1 %.4f", epoch + 1,
-                     logs.get("loss", np.nan), logs["val_loss"], logs["val_macro_f1"])
+            log.info("epoch %d of %d (%d%%): loss %.4f, val loss %.4f, val macro F1 %.4f",
+                     epoch + 1, epochs, 100 * (epoch + 1) // epochs, logs.get("loss", np.nan),
+                     logs["val_loss"], logs["val_macro_f1"])
             on_epoch(epoch + 1)
 
     return WholeSplitValidation()
@@ -126,7 +127,7 @@ def fit_epochs(model: tf_keras.Model, train_data: tf.data.Dataset,
     """
     import tf_keras
 
-    callbacks = [_val_callback(*val, loss, config.batch_size, on_epoch)]
+    callbacks = [_val_callback(*val, loss, config.batch_size, epochs, on_epoch)]
     if config.early_stopping:
         callbacks.append(tf_keras.callbacks.EarlyStopping(
             monitor="val_macro_f1", mode="max", patience=config.patience,
@@ -206,6 +207,9 @@ def select_head(train_split: Split, val_split: Split, config: TrainConfig,
                          else (lambda _: None), seed=config.seed + i, alternate=alternate,
                          name=f"head_{i}")
                 for i in range(config.ensemble)]
+        if progress:  # early stopping may end before `epochs`: the bar ends where it did
+            stopped = len(fits[0].history["loss"])
+            progress("epochs", stopped, stopped)
         return _ensemble(fits, val_split), []
     candidates = sweep_grid(config)
     fits, rows = [], []

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import pipeline, quiet, stages
+from flows.cli.config import config_app
 from flows.cli.registry import registry_app
 from flows.cli.store import store_app
 
@@ -57,6 +58,8 @@ app.command("train")(stages.train_command)
 app.command("predict")(stages.predict_command)
 app.add_typer(registry_app, name="registry")
 app.command("run")(pipeline.run_command)
+app.command("score")(pipeline.score_command)
+app.add_typer(config_app, name="config")
 app.command("demo")(pipeline.demo_command)
 
 

@@ -90,6 +90,7 @@ def print_run(summary: dict, as_json: bool) -> None:
             f"val macro F1 {summary['val_macro_f1']:.3f}, test macro F1 "
             f"{summary['test_macro_f1']:.3f}\n"
             f"{registered_line(summary)}\n"
+            f"decision:    {summary.get('decision', '-')}\n"
             f"model card:  {summary['model_card']}\n"
             f"model:       {summary['model_dir']}\nreport:      {summary['report_dir']}\n"
             f"Data Docs:   {summary['data_docs']}", highlight=False, soft_wrap=True)

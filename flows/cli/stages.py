@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,6 +23,7 @@ CATALOG = "tasks.catalog.CatalogConfig"
 FETCH = "tasks.fetch.FetchConfig"
 SHARDS = "tasks.shards.ShardConfig"
 TRAIN = "tasks.train_config.TrainConfig"
+HOSTS_SHOWN = 5  # refused hosts named in fetch's error line
 
 
 def validate_command(
@@ -106,8 +107,9 @@ def fetch_command(
     """Fetch the catalog's posters into the store; rerun to resume (stored posters are skipped).
 
     Prints the run summary as JSON (also written beside the report in fetch-reports/).
-    Exit 1 when the store cannot be written (full disk, read-only, permissions), 3 when
-    another run is writing the store.
+    Exit 1 when no poster at all is available (every row failed: the line says why) or the
+    store cannot be written (full disk, read-only, permissions), 3 when another run is
+    writing the store.
     """
     from storage.leases import StoreBusy
     from tasks.fetch import FetchConfig, StoreWriteError, fetch_posters, load_catalog_urls
@@ -133,6 +135,32 @@ def fetch_command(
         fail("fetch stopped:", e, code=1)
     echo_json(result.summary)
     console.print(f"report: {result.report_path}", highlight=False)
+    if result.summary["rows"] and not result.summary["available"]:
+        fail("no poster fetched:", _nothing_fetched(result.summary, result.report_path), code=1)
+
+
+def _nothing_fetched(summary: dict[str, Any], report_path: str) -> str:
+    """Why a run fetched no poster at all: its outcome counts, or the address guard's fix."""
+    outcomes = {name: n for name, n in summary["outcomes"].items() if n}
+    if set(outcomes) != {"blocked_address"}:
+        counts = ", ".join(f"{name} {n}" for name, n in outcomes.items())
+        return f"every one of the {summary['rows']} posters failed ({counts})"
+    hosts = _blocked_hosts(report_path)
+    more = f" (and {len(hosts) - HOSTS_SHOWN} more hosts)" if len(hosts) > HOSTS_SHOWN else ""
+    options = " ".join(f"--allow-host {host}" for host in hosts[:HOSTS_SHOWN])
+    return ("every poster was refused by the address guard (blocked_address); to fetch from a "
+            f"private or loopback host pass {options}{more}")
+
+
+def _blocked_hosts(report_path: str) -> list[str]:
+    """The hosts of a fetch report's `blocked_address` rows, sorted."""
+    from urllib.parse import urlsplit
+
+    from storage.fetch_reports import read_fetch_report
+
+    report = read_fetch_report(report_path)
+    urls = report.loc[report["outcome"] == "blocked_address", "url"]
+    return sorted({urlsplit(url).hostname or url for url in urls})
 
 
 def mirror_command(

@@ -74,7 +74,7 @@ def test_custom_run_from_the_ui_registers_a_new_version(fresh_prefect_server, wo
     url, env = fresh_prefect_server
     registry = tmp_path / "registry"
     config = tiny_config_data(served_demo.csv_path, tmp_path / "data-deployed", standin_backbone)
-    config["registry"] = {"root": str(registry)}
+    config["registry"]["root"] = str(registry)
     prefect_cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name",
              "retrain-nightly", "--params", json.dumps({"config": config}), env=env)
 
@@ -139,17 +139,51 @@ def _assert_opens_offline_with_every_image(browser: Any, card: Path) -> None:
     context.close()
 
 
+def _assert_links_resolve(browser: Any, page: Any, scope: str) -> int:
+    """Follow every link inside `scope` on the page as a reviewer would: none is `file://`
+    (a browser blocks it from an http page) and none ends on the UI's 404 page."""
+    hrefs = page.locator(f"{scope} a[href]").evaluate_all("links => links.map(a => a.href)")
+    for href in hrefs:
+        assert not href.startswith("file:"), f"{href}: blocked from an http page"
+        other = browser.new_page()
+        response = other.goto(href)
+        other.wait_for_load_state("networkidle")
+        assert response is not None and response.ok, f"{href}: {response and response.status}"
+        assert "Page Not Found" not in other.title(), f"{href}: the UI's 404 page"
+        other.close()
+    return len(hrefs)
+
+
+def _assert_report_readable_in_the_ui(browser: Any, page: Any, url: str, run_id: str) -> None:
+    """The paused run's Artifacts tab lists the model report; it opens in the UI with the
+    card's tables and every figure decoded, and its links resolve."""
+    page.goto(f"{url}/runs/flow-run/{run_id}")
+    page.get_by_text("Artifacts", exact=True).first.click()  # the run page's tab
+    page.get_by_text("model-report").first.click()
+    page.wait_for_url("**/artifacts/**")
+    page.get_by_role("heading", name="posterflow v1 (awaiting approval)").wait_for()
+    page.get_by_text("macro F1 @0.5, 95% CI").wait_for()
+    page.get_by_text("all guardrails passed").wait_for()  # the tiny config turns them off
+    page.wait_for_load_state("networkidle")
+    images = page.evaluate("Array.from(document.images).filter(i => i.src.startsWith('data:'))"
+                           ".map(i => i.complete && i.naturalWidth)")
+    assert len(images) >= 3 and all(images), images  # learning curves, per-genre F1, histograms
+    assert _assert_links_resolve(browser, page, "body") >= 3  # the report's run, task, key
+
+
 def test_approval_in_the_ui_promotes_and_emits_the_event(fresh_prefect_server, served_demo,
                                                          standin_backbone, tmp_path):
     """`registry.approval: required`: the run pauses; Resume > approve > Submit in the UI
-    makes the version champion; the event is on the server; the card opens offline."""
+    makes the version champion; the event is on the server; the card opens offline. While
+    the run waits, its report (tables and figures) is readable in the UI, and no link the
+    reviewer sees is blocked or a 404."""
     import yaml
     from playwright.sync_api import sync_playwright
 
     url, env = fresh_prefect_server
     config = tiny_config_data(served_demo.csv_path, tmp_path / "data", standin_backbone)
-    config["registry"] = {"root": str(tmp_path / "reg"), "approval": "required",
-                          "approval_timeout_s": RUN_S}
+    config["registry"].update(root=str(tmp_path / "reg"), approval="required",
+                              approval_timeout_s=RUN_S)
     (tmp_path / "retrain.yaml").write_text(yaml.safe_dump(config))
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 (closed below)
     run = subprocess.Popen(
@@ -162,11 +196,13 @@ def test_approval_in_the_ui_promotes_and_emits_the_event(fresh_prefect_server, s
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             try:
+                _assert_report_readable_in_the_ui(browser, page, url, paused["id"])
                 page.goto(f"{url}/runs/flow-run/{paused['id']}")
                 page.get_by_role("button", name="Resume").click()
                 dialog = page  # the Resume Flow Run modal is all the page's forms now
-                dialog.get_by_text("macro F1 @0.5").wait_for()  # the card's headline table
+                dialog.get_by_text("macro F1 @0.5").first.wait_for()  # the card's headline
                 dialog.get_by_text("awaiting approval").first.wait_for()
+                _assert_links_resolve(browser, page, "[role=dialog]")
 
                 def field(title: str) -> Any:
                     return dialog.locator(

@@ -40,12 +40,32 @@ def test_fetch_command_prints_and_writes_the_summary(tmp_path: Path) -> None:
     assert len(pd.read_parquet(summary["report"])) == 2
 
 
-def test_fetch_command_without_allow_list_refuses_loopback(tmp_path: Path) -> None:
-    write_catalog(tmp_path / "catalog", [(1, "http://127.0.0.1:9/1.jpg")])
-    result = CliRunner().invoke(app, ["fetch", str(tmp_path / "catalog"), "--store",
-                                      str(tmp_path / "store")])
-    assert result.exit_code == 0
-    assert json.loads(result.stdout)["outcomes"]["blocked_address"] == 1
+def test_fetch_command_without_allow_list_refuses_loopback_and_says_how_to_allow_it(
+        tmp_path: Path) -> None:
+    with serve(Misbehaving().app()) as base:  # a real server: only the guard stands between
+        write_catalog(tmp_path / "catalog", [(1, f"{base}/ok/1.jpg"), (2, f"{base}/ok/2.jpg"),
+                                             (3, "http://localhost:9/3.jpg")])
+        result = CliRunner().invoke(app, ["fetch", str(tmp_path / "catalog"), "--store",
+                                          str(tmp_path / "store")])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["outcomes"]["blocked_address"] == 3
+    assert result.stderr.splitlines()[-1] == (
+        "no poster fetched: every poster was refused by the address guard (blocked_address); "
+        "to fetch from a private or loopback host pass --allow-host 127.0.0.1 "
+        "--allow-host localhost")
+
+
+def test_fetch_command_exits_1_with_the_counts_when_every_poster_failed(tmp_path: Path) -> None:
+    with serve(Misbehaving().app()) as base:
+        write_catalog(tmp_path / "catalog", [(1, f"{base}/status/404"), (2, f"{base}/status/404"),
+                                             (3, "ftp://127.0.0.1/3.jpg")])
+        result = CliRunner().invoke(app, ["fetch", str(tmp_path / "catalog"), "--store",
+                                          str(tmp_path / "store"), "--allow-host", "127.0.0.1",
+                                          "--attempts", "1"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["available"] == 0
+    assert result.stderr.splitlines()[-1] == (
+        "no poster fetched: every one of the 3 posters failed (http_4xx 2, bad_scheme 1)")
 
 
 @pytest.mark.parametrize("content", [None, b"not parquet"], ids=["missing", "garbage"])

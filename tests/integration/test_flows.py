@@ -17,6 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 import yaml
@@ -34,15 +35,22 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("flows") / "data"
 
 
-def _artifacts(keys: list[str]) -> dict[str, str]:
-    """Latest data of each artifact key."""
+def _artifacts(keys: list[str], flow_run_id: UUID | None = None) -> dict[str, str]:
+    """Latest data of each artifact key (of one flow run, if given)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
 
+    run = ArtifactFilterFlowRunId(any_=[flow_run_id]) if flow_run_id else None
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=keys)))
-    return {a.key: a.data for a in found}
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys), flow_run_id=run),
+            sort=ArtifactSort.CREATED_DESC)
+    return {a.key: a.data for a in reversed(found)}  # the newest of each key last
 
 
 def _assert_table_counts_every_reject(table: list[dict], catalog_dir: str) -> None:
@@ -76,15 +84,17 @@ def test_retrain_end_to_end_then_rerun_is_cached(harness, served_demo, standin_b
     assert out["fetch_outcomes"]["http_4xx"] == 1  # the demo's row without a poster file
     assert Path(out["data_docs"]).is_file() and Path(out["report_dir"], "metrics.json").is_file()
 
-    keys = ["catalog-validation", "fetch-outcomes", "model-report", "model-card",
-            "registered-model", "catalog-data-docs"]
+    keys = ["catalog-validation", "fetch-outcomes", "model-report", "retrain-summary"]
     arts = _artifacts(keys)
     assert set(arts) == set(keys)
     assert "> integration test run" in arts["model-report"]
     assert Path(out["report_dir"], "summary.md").read_text() == arts["model-report"]
     assert "| genre | threshold | precision | recall |" in arts["model-report"]
     assert out["model_card"] == str(data_root / "registry/posterflow/cards/1.html")
-    assert f"(file://{out['model_card']})" in arts["model-card"]
+    report = arts["model-report"]
+    assert f"`{out['model_card']}`" in report and "file://" not in report
+    assert "![Learning curves](data:image/png;base64," in arts["model-report"]
+    assert arts["retrain-summary"].startswith("# posterflow v1: champion")
     assert "Worst-predicted test posters" in Path(out["model_card"]).read_text()
     _assert_table_counts_every_reject(json.loads(arts["catalog-validation"]), out["catalog_dir"])
 
@@ -152,8 +162,8 @@ def test_approval_required_pauses_times_out_then_an_api_approval_promotes(
     from storage.registry import Registry
 
     data = tiny_config_data(served_demo.csv_path, data_root, standin_backbone)
-    data["registry"] = {"root": str(tmp_path / "reg"), "model_name": "reviewed",
-                        "approval": "required", "approval_timeout_s": 3}
+    data["registry"].update(root=str(tmp_path / "reg"), model_name="reviewed",
+                            approval="required", approval_timeout_s=3)
     timed_out = run_retrain(RetrainConfig.model_validate(data))  # Prefect fails the paused
     assert timed_out.as_dict()["alias"] == "challenger"  # train subflow: "never resumed"
     registry = Registry(str(tmp_path / "reg"))
@@ -165,8 +175,10 @@ def test_approval_required_pauses_times_out_then_an_api_approval_promotes(
     with ThreadPoolExecutor(1) as pool:
         approved = pool.submit(run_retrain, RetrainConfig.model_validate(data))
         paused = _wait_for_paused_run("train")
+        waiting = _artifacts(["model-report"], flow_run_id=paused.id)  # during the pause
         resume_flow_run(paused.id, run_input={"approve": True, "reason": "posters look right"})
         summary = approved.result(timeout=KILL_WAIT_S)
+    assert waiting["model-report"].startswith("# reviewed v1 (awaiting approval)"), waiting
     assert summary.error is None, summary.error
     assert (summary.as_dict()["version"], summary.as_dict()["alias"]) == (1, "champion")
     state = registry.aliases("reviewed")
@@ -224,24 +236,33 @@ def assert_quiet(output: str) -> None:
     assert "Traceback" not in output, output[-3000:]
 
 
+@pytest.mark.parametrize("failure", ["genre-check", "missing-catalog"])
 def test_a_failed_catalog_check_is_one_line_and_a_failed_flow_run(
-    served_demo, standin_backbone, harness, tmp_path
+    failure, served_demo, standin_backbone, harness, tmp_path
 ):
+    """A catalog check that fails, or the shipped nightly default naming a catalog that is
+    not there: one line, a failed flow run, no traceback."""
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL
 
     data = tiny_config_data(served_demo.csv_path, tmp_path / "data", standin_backbone)
-    data["catalog"]["min_genre_count"] = 10_000  # no genre reaches it: deterministic
+    if failure == "genre-check":
+        data["catalog"]["min_genre_count"] = 10_000  # no genre reaches it: deterministic
+        expected = "no genre is carried by >= 10000 of the"
+    else:  # deployments/prefect.yaml's retrain-nightly, run where no catalog was put
+        data["catalog_csv"] = "posterflow-data/MovieGenre.csv"
+        expected = "catalog not found: posterflow-data/MovieGenre.csv"
     config = tmp_path / "retrain.yaml"
     config.write_text(yaml.safe_dump(data))
     env = {**run_env(tmp_path), "PREFECT_API_URL": PREFECT_API_URL.value()}
     proc = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "--config", str(config), "--json"],
-        env=env, capture_output=True, text=True, timeout=KILL_WAIT_S, check=False)
+        env=env, capture_output=True, text=True, timeout=KILL_WAIT_S, check=False,
+        cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert_quiet(proc.stderr)
     (clear,) = [line for line in proc.stderr.splitlines() if line.startswith("retrain Failed:")]
-    assert "no genre is carried by >= 10000 of the" in clear
+    assert expected in clear
     summary = json.loads(proc.stdout)
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(summary["flow_run_id"]).state.is_failed()

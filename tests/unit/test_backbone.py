@@ -37,6 +37,33 @@ def test_resolve_local_folder_and_reject_non_saved_model(standin: Path, tmp_path
         backbone.resolve_backbone(str(tmp_path))
 
 
+@pytest.mark.parametrize("handle", ["nope", "../shared/backbones/nope", "/abs/nope"])
+def test_a_missing_local_folder_is_not_taken_for_a_download(handle: str) -> None:
+    with pytest.raises(backbone.BackboneUnavailableError) as error:
+        backbone.resolve_backbone(handle)
+    message = str(error.value)
+    assert message.startswith(f"backbone folder not found: {handle}")
+    assert "(a local path: nothing is downloaded)" in message
+    assert "cannot download" not in message and "Offline" not in message
+
+
+def test_a_local_folder_without_a_saved_model_says_it_is_local(tmp_path: Path) -> None:
+    (tmp_path / "variables").mkdir()
+    with pytest.raises(backbone.BackboneUnavailableError,
+                       match=r"holds no saved_model\.pb: not a SavedModel folder \(a local path: "
+                       r"nothing is downloaded\)") as error:
+        backbone.resolve_backbone(str(tmp_path))
+    assert "cannot download" not in str(error.value)
+
+
+def test_remote_handles_are_told_apart_from_local_paths(standin: Path) -> None:
+    for remote in (backbone.DEFAULT_BACKBONE, "gs://bucket/model",
+                   "google/mobilenet-v2/tensorFlow2/100-224-feature-vector/2"):
+        assert backbone.is_remote(remote), remote
+    for local in (str(standin), "../shared/backbones/x", "./model", "/abs/model", "model"):
+        assert not backbone.is_remote(local), local
+
+
 def test_offline_without_a_copy_says_how_to_point_at_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub-cache"))

@@ -17,7 +17,7 @@ from storage.catalog import (
     load_vocabulary,
 )
 from tasks.catalog import CatalogCheckError, CatalogConfig, split_of, validate_catalog
-from tasks.catalog_csv import CatalogSchemaError
+from tasks.catalog_csv import CatalogReadError, CatalogSchemaError, require_catalog
 
 HEADER = ",imdbId,Imdb Link,Title,IMDB Score,Genre,Poster"
 POSTER = "https://images-na.ssl-images-amazon.com/images/M/MV5B@@._V1_UX182_CR0,0,182,268_AL_.jpg"
@@ -205,6 +205,31 @@ def test_a_missing_required_column_raises_before_anything_is_written(tmp_path: P
     with pytest.raises(CatalogSchemaError, match="Genre"):
         validate_catalog(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["path", "memory-url"])
+def test_a_missing_catalog_is_named_before_anything_is_read_or_written(
+        tmp_path: Path, where: str) -> None:
+    # The shipped deployments' default catalog does not exist until a user puts it there.
+    missing = str(tmp_path / "MovieGenre.csv") if where == "path" else "memory://none/Movie.csv"
+    with pytest.raises(CatalogReadError, match="catalog not found") as error:
+        validate_catalog(missing, tmp_path / "out")
+    assert str(error.value) == f"catalog not found: {missing}"
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(CatalogReadError, match="catalog not found"):
+        require_catalog(missing)
+
+
+def test_validate_cli_on_a_missing_catalog_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    missing = tmp_path / "MovieGenre.csv"
+    result = CliRunner().invoke(app, ["validate", str(missing), "--root", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"unreadable input: catalog not found: {missing}"]
+    assert not (tmp_path / "d").exists()
 
 
 # --- the real samples in ../shared (skipped when absent) ----------------------------------

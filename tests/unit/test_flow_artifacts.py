@@ -3,10 +3,16 @@ report, and when a cached fetch chunk is redone."""
 
 from __future__ import annotations
 
-from flows.artifacts import ReportLinks, report_markdown, validation_rows
+import base64
+
+from flows.artifacts import ReportLinks, report_markdown, retrain_markdown, validation_rows
 from flows.ingest_tasks import _fetch_stale
 from tasks.fetch import FetchResult
 from tasks.model_card import CardData
+from tasks.promotion import GateDecision
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
+                       "hKmMIQAAAABJRU5ErkJggg==")  # a 1x1 PNG
 
 
 def _fetch_result(tmp_path, outcomes) -> FetchResult:
@@ -46,15 +52,31 @@ def test_report_markdown_is_the_card_tables_then_links() -> None:
                "test": {"macro_f1": 0.4, "per_label_tuned": {
                    "Drama": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 3}}}}
     card = CardData("posterflow", 3, "challenger", "test macro F1 0.4 < 0.5", False, False,
-                    metrics, {"dataset_version": "ds-1"}, notes=["STAND-IN BACKBONE"])
+                    metrics, {"dataset_version": "ds-1"}, figures={"Learning curves": PNG},
+                    notes=["STAND-IN BACKBONE"])
     links = ReportLinks(model_dir="/runs/a/model", report_dir="/runs/a/report",
                         data_docs="/c/data_docs/index.html")
     md = report_markdown(card, "/r/posterflow/cards/3.html", "/r/posterflow/3", links)
     assert md.startswith("# posterflow v3 (challenger)")
     assert "> STAND-IN BACKBONE" in md
-    assert "| macro F1 @0.5 | 0.5000 | 0.4000 | - |" in md
-    assert "| Drama | - | 0.5000 | 1.0000 | 0.6667 | 3 | - |" in md
+    assert "| macro F1 @0.5 | 0.5000 | 0.4000 | - | - |" in md
+    assert "| Drama | - | 0.5000 | 1.0000 | 0.6667 | - | 3 | - | - | - |" in md
     assert "**Decision:** posterflow v3 is challenger: test macro F1 0.4 < 0.5" in md
-    assert "(file:///r/posterflow/cards/3.html)" in md
+    assert f"![Learning curves](data:image/png;base64,{base64.b64encode(PNG).decode()})" in md
+    assert "file://" not in md and "`/r/posterflow/cards/3.html`" in md
     assert "`/c/data_docs/index.html`" in md and "`/r/posterflow/3`" in md
     assert "`/runs/a/model`" in md and "`/runs/a/report`" in md
+
+
+def test_retrain_headline_names_the_version_decision_and_scores() -> None:
+    metrics = {"val": {"macro_f1": 0.5, "macro_f1_tuned": 0.6},
+               "test": {"macro_f1": 0.4, "macro_f1_tuned": 0.45}}
+    held = GateDecision(False, "failed guardrails: test macro F1 0.4000 < minimum 0.5", 0.4,
+                        failed_checks=("test macro F1 0.4000 < minimum 0.5",))
+    md = retrain_markdown("posterflow", 2, "challenger", held, metrics, "/r/cards/2.html", False)
+    assert md.startswith("# posterflow v2: challenger\n")
+    assert "**Decision:** failed guardrails: test macro F1 0.4000 < minimum 0.5" in md
+    assert "- FAILED: test macro F1 0.4000 < minimum 0.5" in md
+    assert "| macro F1 @0.5 | 0.5000 | 0.4000 |" in md and "`/r/cards/2.html`" in md
+    same = retrain_markdown("posterflow", 2, "champion", held, metrics, "/r/cards/2.html", True)
+    assert same.startswith("# nothing new registered: posterflow v2 (champion) already holds")

@@ -48,9 +48,29 @@ def test_macro_and_micro_f1_hand_computed() -> None:
 
 def test_per_label_scores_hand_computed() -> None:
     scores = model.per_label_scores(Y, P, LABELS)
-    assert scores["a"] == pytest.approx({"precision": 1, "recall": 0.5, "f1": 2 / 3, "support": 2})
-    assert scores["b"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
-    assert scores["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert scores["a"] == pytest.approx({"precision": 1, "recall": 0.5, "f1": 2 / 3, "support": 2,
+                                         "predicted": 1})
+    assert scores["b"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2,
+                                         "predicted": 2})
+    assert scores["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0,
+                           "predicted": 0}
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_posters() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.random((2000, 3)) < 0.3
+    prob = np.clip(truth * 0.4 + rng.random((2000, 3)) * 0.6, 0, 1)
+    widths = []
+    for n in (100, 2000):
+        macro, per_label = model.bootstrap_f1_intervals(truth[:n], prob[:n], 0.5)
+        assert macro[0] < model.macro_f1(truth[:n], prob[:n]) < macro[1]
+        scores = model.per_label_scores(truth[:n], prob[:n], ["a", "b", "c"])
+        for (lo, hi), s in zip(per_label, scores.values(), strict=True):
+            assert lo <= s["f1"] <= hi
+        widths.append(macro[1] - macro[0])
+    assert widths[1] < widths[0] / 3  # ~1/sqrt(20) as wide
+    again, _ = model.bootstrap_f1_intervals(truth[:100], prob[:100], 0.5)
+    assert again == model.bootstrap_f1_intervals(truth[:100], prob[:100], 0.5)[0]  # seeded
 
 
 def test_per_label_thresholds_by_vector_and_by_name() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -25,9 +26,12 @@ from tasks.model_card import (
 METRICS = {
     "labels": ["Drama", "Horror"], "thresholds": {"Drama": 0.3, "Horror": 0.55},
     "val": {"macro_f1": 0.5, "macro_f1_tuned": 0.6, "records": 10},
-    "test": {"macro_f1": 0.4, "macro_f1_tuned": 0.45, "records": 12, "per_label_tuned": {
-        "Drama": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 3},
-        "Horror": {"precision": 0.25, "recall": 0.5, "f1": 0.3333, "support": 2}}},
+    "test": {"macro_f1": 0.4, "macro_f1_tuned": 0.45, "records": 12,
+             "macro_f1_ci95": [0.3, 0.5], "per_label_tuned": {
+        "Drama": {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 3, "predicted": 6,
+                  "f1_ci95": [0.4, 0.9]},
+        "Horror": {"precision": 0.25, "recall": 0.5, "f1": 0.3333, "support": 2,
+                   "predicted": 4}}},
 }
 CHAMPION = {"macro_f1": 0.42, "records": 12,
             "per_label_tuned": {"Drama": {"f1": 0.7}, "Horror": {"f1": 0.2}}}
@@ -57,18 +61,34 @@ def card(**changes: object) -> CardData:
 
 def test_headline_puts_the_champion_on_the_same_split_beside_the_candidate() -> None:
     rows = headline_rows(card())
-    assert rows[0] == ["metric", "val", "test", "champion v2 (test)"]
-    assert rows[1] == ["macro F1 @0.5", "0.5000", "0.4000", "0.4200"]
-    assert headline_rows(card(champion_version=None, champion_metrics=None))[1][3] == "-"
+    assert rows[0] == ["metric", "val", "test", "champion v2 (test)", "delta (test)"]
+    assert rows[1] == ["macro F1 @0.5", "0.5000", "0.4000", "0.4200", "-0.0200"]
+    assert rows[5] == ["macro F1 @0.5, 95% CI", "-", "0.3000-0.5000", "-", "-"]
+    alone = headline_rows(card(champion_version=None, champion_metrics=None))[1]
+    assert alone[3:] == ["-", "-"]
 
 
-def test_markdown_has_the_decision_tables_lineage_and_link() -> None:
-    md = card_markdown(card(), "file:///r/posterflow/cards/3.html")
+def test_markdown_has_the_decision_checks_tables_lineage_and_card_path() -> None:
+    md = card_markdown(card(failed_checks=["test macro F1 0.4000 < minimum 0.5"],
+                            warnings=["the test split (12 posters) is too small"]),
+                       "/r/posterflow/cards/3.html")
     assert md.startswith("# posterflow v3 (challenger)")
     assert "> STAND-IN <backbone>" in md
     assert "**Decision:** posterflow v3 is challenger: test macro F1 0.4000 <" in md
-    assert "| Drama | 0.30 | 0.5000 | 1.0000 | 0.6667 | 3 | 0.7000 |" in md
-    assert "| catalog hash | c0ffee |" in md and "(file:///r/posterflow/cards/3.html)" in md
+    assert "- FAILED: test macro F1 0.4000 < minimum 0.5" in md
+    assert "- warning: the test split (12 posters) is too small" in md
+    assert ("| Drama | 0.30 | 0.5000 | 1.0000 | 0.6667 | 0.4000-0.9000 | 3 | 6 | 0.7000 "
+            "| -0.0333 |") in md
+    assert "| catalog hash | c0ffee |" in md and "`/r/posterflow/cards/3.html`" in md
+    assert "](" not in md  # no link: the UI's http page would block a file:// one
+    assert "- all guardrails passed" in card_markdown(card())
+
+
+def test_markdown_inlines_the_figures_only_when_asked() -> None:
+    with_figures = card_markdown(card(), figures=True)
+    [uri] = re.findall(r"!\[Learning curves\]\((data:image/png;base64,[^)]+)\)", with_figures)
+    assert base64.b64decode(uri.split(",", 1)[1]) == image("PNG")
+    assert "data:image" not in card_markdown(card())
 
 
 def test_html_is_self_contained_and_escaped() -> None:
@@ -80,6 +100,8 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert "STAND-IN &lt;backbone&gt;" in page and "<backbone>" not in page
     assert "Worst-predicted test posters" in page and "(forced)" in page
     assert "head.hidden" in page and "ds-abc" in page
+    failed = render_card_html(card(failed_checks=["3 of 14 genres predicted for every poster"]))
+    assert "<li>FAILED: 3 of 14 genres predicted for every poster</li>" in failed
 
 
 def test_rank_posters_orders_by_poster_f1_then_probability_error() -> None:

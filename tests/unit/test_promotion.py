@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 
 from storage.registry import Registry, VersionInfo
 from tasks.promotion import (
+    GUARDRAILS_OFF,
     UNKNOWN_SPLIT,
+    Guardrails,
     gate,
     hold_as_challenger,
     promote,
@@ -198,3 +201,69 @@ def test_rejection_keeps_the_challenger_with_the_reason(export: Export, tmp_path
     state = registry.aliases(MODEL)
     assert state["aliases"] == {"challenger": 1}
     assert state["history"][-1]["reason"] == "rejected by reviewer: blurry"
+
+
+def with_test_metrics(folder: Path, per_label: dict[str, tuple[int, int]], records: int = 100,
+                      f1: float = 0.5, interval: tuple[float, float] = (0.45, 0.55)) -> Path:
+    """Give an export per-genre test metrics: {genre: (support, posters predicted)}."""
+    test = {"macro_f1": f1, "records": records, "macro_f1_ci95": list(interval),
+            "per_label_tuned": {name: {"f1": f1, "support": support, "predicted": predicted}
+                                for name, (support, predicted) in per_label.items()}}
+    (folder / "assets" / "metrics.json").write_text(json.dumps({"val": {"macro_f1": f1},
+                                                                "test": test}))
+    return folder
+
+
+def test_a_first_version_predicting_most_genres_for_every_poster_is_challenger(
+        export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    degenerate = with_test_metrics(export(0.5), {"Drama": (40, 100), "Horror": (10, 99),
+                                                 "Comedy": (30, 20), "War": (8, 5)})
+    held = register_candidate(registry, degenerate, MODEL)
+    assert (held.alias, held.decision.promoted) == ("challenger", False)
+    [check] = held.decision.failed_checks
+    assert check.startswith("2 of 4 genres predicted for every test poster (Drama, Horror)")
+    assert held.decision.reason == f"failed guardrails: {check}"
+    assert registry.aliases(MODEL)["aliases"] == {"challenger": 1}
+    one_of_four = with_test_metrics(export(0.5), {"Drama": (40, 100), "Horror": (10, 50),
+                                                  "Comedy": (30, 20), "War": (8, 5)})
+    assert register_candidate(registry, one_of_four, MODEL).alias == "champion"  # 1/4 <= 0.25
+
+
+def test_minimum_macro_f1_and_test_support_are_checked_and_force_overrides(
+        export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    weak = with_test_metrics(export(0.1), {"Drama": (40, 30), "War": (3, 2)}, f1=0.1)
+    held = register_candidate(registry, weak, MODEL)
+    assert held.alias == "challenger" and held.decision.failed_checks == (
+        "test macro F1 0.1000 < minimum 0.2", "test support below 5 posters: War 3")
+    assert register_candidate(registry, weak, MODEL, guardrails=GUARDRAILS_OFF).reused
+    lenient = Guardrails(min_macro_f1=0.05, min_test_support=3)
+    assert promote(registry, MODEL, 1, guardrails=lenient).promoted
+    strict = with_test_metrics(export(0.9), {"Drama": (40, 30)}, f1=0.9)
+    forced = register_candidate(registry, strict, MODEL, force=True,
+                                guardrails=Guardrails(min_macro_f1=0.95))
+    assert (forced.alias, forced.decision.forced) == ("champion", True)
+    assert forced.decision.reason.startswith("forced over the gate: failed guardrails: ")
+
+
+def test_approval_does_not_bypass_the_guardrails(export: Export, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    weak = with_test_metrics(export(0.1), {"Drama": (40, 30)}, f1=0.1)
+    register_candidate(registry, weak, MODEL, awaiting_approval=True)
+    approved = promote(registry, MODEL, 1, approval="fine", action="approve")
+    assert not approved.promoted and "failed guardrails: test macro F1 0.1000" in approved.reason
+
+
+def test_a_test_split_too_small_for_the_margin_is_a_warning(export: Export,
+                                                           tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r")
+    register_candidate(registry, export(0.5), MODEL)
+    noisy = with_test_metrics(export(0.6), {"Drama": (40, 30)}, f1=0.6, interval=(0.5, 0.7))
+    r = register_candidate(registry, noisy, MODEL, margin=0.02)
+    assert r.alias == "champion"  # a warning decides nothing
+    assert r.decision.warnings == ("the test split (100 posters) is too small for the margin: "
+                                   "test macro F1's 95% interval is +-0.1000, wider than the "
+                                   "margin 0.0200",)
+    sure = with_test_metrics(export(0.7), {"Drama": (40, 30)}, f1=0.7, interval=(0.69, 0.71))
+    assert register_candidate(registry, sure, MODEL, margin=0.02).decision.warnings == ()

@@ -21,7 +21,7 @@ from tasks.embed import embed_dataset
 from tasks.head_inputs import head_inputs
 from tasks.images import decode_image
 from tasks.model import build_head, macro_f1, macro_soft_f1
-from tasks.train import fine_tune, fit_head, train
+from tasks.train import fine_tune, fit_head, select_head, train
 from tasks.train_config import HeadParams, TrainConfig
 from tasks.views import CORNERS
 from tests.model_helpers import LABELS, write_tiny_dataset
@@ -93,6 +93,17 @@ def test_same_seed_same_model_and_early_stopping_keeps_the_best_epoch(features: 
     val_x, val_y = features["val"]
     # the restored weights are the best epoch's: whole-split val F1 recomputes to its score
     assert macro_f1(val_y, first.model.predict(val_x, verbose=0)) == pytest.approx(max(scores))
+
+
+def test_the_epoch_bar_ends_at_the_epoch_early_stopping_stopped(features: dict) -> None:
+    config = TrainConfig(backbone="unused", batch_size=16, seed=1, patience=1,
+                         head=HeadParams(learning_rate=3e-3, epochs=60, hidden=16))
+    steps: list[tuple[int, int]] = []
+    chosen, _ = select_head(features["train"], features["val"], config,
+                            lambda step, done, total: steps.append((done, total)))
+    stopped = len(chosen.history["loss"])
+    assert stopped < 60 and steps[-1] == (stopped, stopped)  # early stopped, bar full
+    assert steps[:-1] == [(e, 60) for e in range(1, stopped + 1)]
 
 
 def test_mirrored_strategy_trains_like_the_default_one(features: dict) -> None:
