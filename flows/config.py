@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from storage.aliases import CHAMPION
 from storage.fs import join, read_json
-from storage.layout import DEFAULT_DATA_ROOT, DEFAULT_MODEL_NAME, REGISTRY
+from storage.layout import DEFAULT_DATA_ROOT, DEFAULT_MODEL_NAME, EMBEDDINGS, REGISTRY
 from tasks.catalog import CatalogConfig
 from tasks.fetch import FetchConfig
+from tasks.promotion import Guardrails
 from tasks.shards import ShardConfig
 from tasks.train_config import TrainConfig
 
@@ -58,6 +60,15 @@ class ScaleOutConfig(BaseModel):
         2, ge=1, le=4096, description="The dataset's shards are written as this many parts "
         "(shard index % parts), one Prefect task each, then published together.",
     )
+    embed_parts: int = Field(
+        1, ge=1, le=4096, description="The train flow embeds the posters as this many "
+        "disjoint parts (by content hash), one Prefect task each: one per GPU worker on a "
+        "Dask cluster; 1 on a single machine (the backbone already uses every core).",
+    )
+    score_parts: int = Field(
+        2, ge=1, le=4096, description="The `score` flow scores the dataset as this many "
+        "disjoint parts (every Nth record), one Prefect task each.",
+    )
     dask_address: str | None = Field(
         None, description="Address of an existing Dask scheduler (tcp://host:8786); "
         "None starts a local cluster.",
@@ -82,7 +93,12 @@ class RegistryConfig(BaseModel):
         description="A candidate becomes champion only if its test macro F1 beats the "
         "champion's on the same split by at least this much (0: strictly better).",
     )
-    force: bool = Field(False, description="Promote the candidate even if the gate refuses.")
+    force: bool = Field(False, description="Promote the candidate even if the gate or the "
+                        "guardrails refuse (recorded as forced).")
+    guardrails: Guardrails = Field(
+        default_factory=Guardrails,
+        description="Absolute checks every candidate must pass, the first version too "
+        "(failing: it is held as challenger).")
     approval: Literal["none", "required"] = Field(
         "none", description="'required': register the candidate as challenger, then pause the "
         "run for a reviewer's approve/reject in the Prefect UI (approval goes through the gate).",
@@ -124,6 +140,8 @@ class TrainSections(BaseModel):
                                description="Backbone, head and training settings.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig,
                                      description="Registry and promotion gate.")
+    scale: ScaleOutConfig = Field(default_factory=ScaleOutConfig,
+                                  description="Fan-out and task runner.")
     notes: list[str] = Field(
         default_factory=list,
         description="Lines shown at the top of the model report (e.g. why a stand-in backbone "
@@ -169,6 +187,69 @@ class RetrainConfig(TrainSections, IngestSections):
         """The train half of this run, on the dataset ingest produced."""
         sections = {k: getattr(self, k) for k in TrainFlowConfig.model_fields if k != "dataset_dir"}
         return TrainFlowConfig(dataset_dir=dataset_dir, **sections)
+
+
+class ScoredModel(BaseModel):
+    """Which registered model version scores: a model name and an alias (or a number)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry_root: str | None = Field(
+        None, description="Model registry root; default DATA_ROOT/registry.")
+    model_name: str = Field(DEFAULT_MODEL_NAME, pattern=r"^[A-Za-z0-9_.-]+$",
+                            description="Registry model name.")
+    alias: str = Field(CHAMPION, description="Alias (champion, challenger, ...) or version "
+                       "number to score with.")
+
+
+class ScoreConfig(BaseModel):
+    """The `score` flow: a catalog (ingested first) or a dataset version -> predictions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog_csv: str | None = Field(
+        None, description="MovieGenre.csv to score: ingested first (validated, posters "
+        "fetched, shards built; cached when unchanged). Give this or dataset_dir.")
+    dataset_dir: str | None = Field(
+        None, description="Dataset version folder to score (DATA_ROOT/datasets/VERSION). Give "
+        "this or catalog_csv.")
+    splits: list[str] = Field(
+        default_factory=lambda: ["train", "val", "test"],
+        description="Splits of the dataset to score (a split the dataset lacks is skipped).")
+    model: ScoredModel = Field(default_factory=ScoredModel, description="The scoring model.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Posters per model call.")
+    embeddings_root: str | None = Field(
+        None, description="Embedding cache whose features score without a backbone pass; "
+        "default DATA_ROOT/embeddings (where training put them).")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Output roots "
+                                   "(scores go to DATA_ROOT/scores/).")
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig,
+                                   description="Validation rules (with catalog_csv).")
+    fetch: FetchConfig = Field(default_factory=FetchConfig,
+                               description="Poster download settings (with catalog_csv).")
+    shards: ShardConfig = Field(default_factory=ShardConfig,
+                                description="TFRecord shard settings (with catalog_csv).")
+    scale: ScaleOutConfig = Field(default_factory=ScaleOutConfig,
+                                  description="Fan-out and task runner.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScoreConfig:
+        if (self.catalog_csv is None) == (self.dataset_dir is None):
+            raise ValueError("give exactly one of catalog_csv and dataset_dir")
+        return self
+
+    def ingest_config(self) -> IngestConfig:
+        """The ingest run that turns `catalog_csv` into a dataset version."""
+        sections = {k: getattr(self, k) for k in IngestConfig.model_fields if k != "catalog_csv"}
+        return IngestConfig(catalog_csv=str(self.catalog_csv), **sections)
+
+    def registry_root(self) -> str:
+        """The registry's root: configured, else DATA_ROOT/registry."""
+        return self.model.registry_root or self.storage.path(REGISTRY)
+
+    def cache_root(self) -> str:
+        """The embedding cache's root: configured, else DATA_ROOT/embeddings."""
+        return self.embeddings_root or self.storage.path(EMBEDDINGS)
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

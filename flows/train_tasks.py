@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.artifacts import ReportLinks, publish_report_artifacts, report_markdown
+from flows.artifacts import ReportLinks, publish_report_artifact, report_markdown
 from flows.caching import IO_RETRIES, StageCache, dataset_digest, missing_outputs
 from flows.events import evented_registry
 from storage.fits import FIT_JSON
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from tasks.evaluate import Evaluation
     from tasks.images import View
     from tasks.model_card import CardData, PosterExample
-    from tasks.promotion import Registration
+    from tasks.promotion import Guardrails, Registration
     from tasks.train import TrainResult
     from tasks.train_config import TrainConfig
 
@@ -72,18 +72,20 @@ def _view_folders(result: EmbedResult) -> list[str]:
     return [join(result.cache_dir, view) for view in result.views]
 
 
-@task(name="embed-posters", persist_result=True,
+@task(name="embed-posters", task_run_name="embed-posters-{part}-of-{parts}", persist_result=True,
       cache_policy=StageCache(content={"dataset_dir": dataset_digest, "backbone": _backbone_digest},
                               stale=missing_outputs(_view_folders)))
 def embed_posters(dataset_dir: str, embeddings_root: str, backbone: str, batch_size: int,
-                  image_size: int, views: list[View]) -> EmbedResult:
-    """Compute backbone features of each view for the posters the cache lacks (once each)."""
+                  image_size: int, views: list[View], part: int = 0, parts: int = 1
+                  ) -> EmbedResult:
+    """Compute backbone features of each view for the part's posters the cache lacks (once
+    each; `tasks.embed.in_part`)."""
     from tasks.embed import embed_dataset
 
     result = embed_dataset(dataset_dir, embeddings_root, backbone, views=views,
-                           batch_size=batch_size, image_size=image_size)
-    get_run_logger().info("embeddings: %d new, %d reused (%s)", result.embedded, result.reused,
-                          result.cache_dir)
+                           batch_size=batch_size, image_size=image_size, part=part, parts=parts)
+    get_run_logger().info("embeddings of part %d of %d: %d new, %d reused (%s)", part + 1,
+                          parts, result.embedded, result.reused, result.cache_dir)
     return result
 
 
@@ -180,11 +182,12 @@ def score_champion(registry_root: str, model_name: str, dataset_dir: str) -> Cha
 
 @task(name="register-model", persist_result=True, **IO_RETRIES,
       cache_policy=StageCache(stale=missing_outputs(lambda r: [r.path]),
-                              ignore=("margin", "force", "champion", "awaiting_approval")))
+                              ignore=("margin", "force", "guardrails", "champion",
+                                      "awaiting_approval")))
 def register_model(model_dir: str, registry_root: str, model_name: str, margin: float,
-                   force: bool, champion: ChampionScore | None,
+                   force: bool, guardrails: Guardrails, champion: ChampionScore | None,
                    awaiting_approval: bool = False) -> Registration:
-    """Add the exported model as a new registry version and apply the promotion gate.
+    """Add the exported model as a new registry version; apply the guardrails and the gate.
 
     With `awaiting_approval` the version becomes challenger and the gate waits for the
     review. Cached on the model folder alone: a rerun never registers the same model twice.
@@ -194,7 +197,7 @@ def register_model(model_dir: str, registry_root: str, model_name: str, margin: 
     reg = register_candidate(
         evented_registry(registry_root), model_dir, model_name, margin=margin,
         champion_score=champion.macro_f1 if champion else None, force=force,
-        flow_run_id=flow_run.id, awaiting_approval=awaiting_approval,
+        guardrails=guardrails, flow_run_id=flow_run.id, awaiting_approval=awaiting_approval,
     )
     get_run_logger().info("registered %s v%d as %s: %s", model_name, reg.version, reg.alias,
                           reg.decision.reason)
@@ -233,7 +236,8 @@ def write_model_card(trained: TrainResult, registration: Registration,
 
 @task(name="apply-review", **IO_RETRIES)
 def apply_review(review: Review | None, registration: Registration, registry_root: str,
-                 margin: float, force: bool, champion: ChampionScore | None) -> Registration:
+                 margin: float, force: bool, guardrails: Guardrails,
+                 champion: ChampionScore | None) -> Registration:
     """Approved: the gate decides (forced if asked); rejected: stays challenger, with the reason."""
     from tasks.promotion import apply_review as decide_review
 
@@ -242,7 +246,8 @@ def apply_review(review: Review | None, registration: Registration, registry_roo
     reviewed = decide_review(
         evented_registry(registry_root), registration, approve=review.approve,
         reason=review.reason, force=force or review.force, margin=margin,
-        champion_score=champion.macro_f1 if champion else None, flow_run_id=flow_run.id)
+        champion_score=champion.macro_f1 if champion else None, guardrails=guardrails,
+        flow_run_id=flow_run.id)
     get_run_logger().info("review of %s v%d: %s", reviewed.model, reviewed.version,
                           reviewed.decision.reason)
     return reviewed
@@ -250,8 +255,8 @@ def apply_review(review: Review | None, registration: Registration, registry_roo
 
 @task(name="publish-report")
 def publish_report(card: ModelCard, registration: Registration, links: ReportLinks) -> str:
-    """The card's tables as a markdown artifact and `report/summary.md`; links to card, model."""
+    """The card's tables and figures as the `model-report` artifact and `report/summary.md`."""
     markdown = report_markdown(card.data, card.path, registration.path, links)
     atomic_write_text(join(links.report_dir, "summary.md"), markdown)
-    publish_report_artifacts(markdown, registration, card.path)
+    publish_report_artifact(markdown, registration)
     return markdown

@@ -2,6 +2,7 @@
 
 ```
 <data root>/catalogs/  posters/  datasets/<version>/  embeddings/  runs/<run>/  registry/
+            scores/<dataset version>/<model>-v<N>/
 <run>/fit/  report/  model/
 ```
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 DEFAULT_DATA_ROOT = "posterflow-data"
 DEFAULT_MODEL_NAME = "posterflow"  # the registry's model name when none is given
 CATALOGS, POSTERS, DATASETS = "catalogs", "posters", "datasets"
-EMBEDDINGS, RUNS, REGISTRY = "embeddings", "runs", "registry"
+EMBEDDINGS, RUNS, REGISTRY, SCORES = "embeddings", "runs", "registry", "scores"
 
 
 def data_root_of(dataset_dir: str) -> str:

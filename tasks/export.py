@@ -7,7 +7,10 @@ used), runs the backbone on every view, combines the views' features as training
 per-label thresholds tuned on val. It returns `probabilities` float32 [b, n] and `genres`
 string [b, n]: the predicted genre names, most probable first, padded with "".
 `serving_images(images: float32[b, h, w, 3])` does the same from decoded posters in [0, 1]
-(one size per batch; the views are cut from them). Labels, thresholds, metrics and lineage
+(one size per batch; the views are cut from them). `serving_features(features: float32[b,
+views, dim])` starts after the backbone, from the embedding cache's features of the recipe's
+views in order (batch scoring, `tasks.score`; not for a fine-tuned head, which takes images).
+Labels, thresholds, metrics and lineage
 ship inside as assets, so the folder alone (with only TensorFlow installed) is enough to serve
 or audit it.
 """
@@ -91,8 +94,17 @@ class PosterModel:
             return self.head(view_pixels[:, 0], training=False)
         flat = tf.reshape(view_pixels, [-1, size, size, 3])
         features = self.backbone(flat, training=False)
-        stacked = tf.reshape(features, [-1, len(self.views), features.shape[-1]])
+        return self.from_features(tf.reshape(features, [-1, len(self.views), features.shape[-1]]))
+
+    def from_features(self, stacked: tf.Tensor) -> tf.Tensor:
+        """The backbone's features of each view [b, views, dim] -> probabilities [b, labels]."""
         return self.head(combine_views(stacked, self.combine), training=False)
+
+    @property
+    def feature_dim(self) -> int:
+        """The backbone's feature size (the head's input, per view when views are concatenated)."""
+        width = int(self.head.inputs[0].shape[-1])
+        return width if self.combine == "mean" else width // len(self.views)
 
 
 def predicted_genres(probs: tf.Tensor, thresholds: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -140,6 +152,15 @@ def serving_module(
                                 fn_output_signature=views_spec))
 
     module.serving_default, module.serving_images = serving_default, serving_images
+    if not model.takes_images:
+        @tf.function(input_signature=[tf.TensorSpec([None, len(model.views), model.feature_dim],
+                                                    tf.float32, name="features")])
+        def serving_features(features: tf.Tensor) -> dict[str, tf.Tensor]:
+            probs = model.from_features(features)
+            return {"probabilities": probs,
+                    "genres": predicted_genres(probs, cutoffs, label_names)}
+
+        module.serving_features = serving_features
     return module
 
 
@@ -187,10 +208,11 @@ def export_model(
         for path, name in zip(paths, ASSETS, strict=True):
             atomic_write_json(path, assets[name])
         module = serving_module(model, labels, [cutoffs[n] for n in labels], paths)
-        tf.saved_model.save(module, stage, signatures={
-            "serving_default": module.serving_default,
-            "serving_images": module.serving_images,
-        })
+        signatures = {"serving_default": module.serving_default,
+                      "serving_images": module.serving_images}
+        if hasattr(module, "serving_features"):
+            signatures["serving_features"] = module.serving_features
+        tf.saved_model.save(module, stage, signatures=signatures)
     log.info("exported %d-label model to %s", len(labels), out)
     return out
 

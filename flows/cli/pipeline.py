@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
 from flows.cli import quiet
-from flows.cli.output import console, fail, print_run
+from flows.cli.output import console, echo_json, fail, print_run
 from storage.layout import DEFAULT_DATA_ROOT
 
 
@@ -26,29 +27,40 @@ def _prefect_entrypoint_env() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def run_command(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="YAML or JSON file with the retrain settings (flows/config.py: "
-        "RetrainConfig).")] = None,
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", "-p", help="Override one setting, KEY=VALUE with a dotted key, e.g. "
-        "train.head.epochs=10; repeatable.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-) -> None:
-    """Run the whole retrain flow in-process (Prefect's ephemeral server, or PREFECT_API_URL)."""
+CONFIG_HELP = ("YAML or JSON file with the {what} settings (flows/config.py: {model}); write a "
+               "commented one with `posterflow config init`.")
+PARAM_HELP = ("Override one setting, KEY=VALUE with a dotted key, e.g. train.head.epochs=10; "
+              "repeatable.")
+
+
+def _settings(model: type[BaseModel], config: Path | None, params: list[str]) -> BaseModel:
+    """A flow's config model from a file plus overrides; exit 2 unreadable, 1 invalid."""
     import yaml
     from pydantic import ValidationError
 
-    from flows.config import RetrainConfig, load_config_data
+    from flows.config import load_config_data
+    from flows.config_errors import config_errors
 
     try:
-        data = load_config_data(config, param or [])
+        data = load_config_data(config, params)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         fail("cannot read the config:", exc, code=2)
     try:
-        settings = RetrainConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        fail("invalid config:", exc, code=1)
+        fail("invalid config:", *config_errors(exc, model), code=1)
+
+
+def run_command(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help=CONFIG_HELP.format(what="retrain", model="RetrainConfig"))] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help=PARAM_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the whole retrain flow in-process (Prefect's ephemeral server, or PREFECT_API_URL)."""
+    from flows.config import RetrainConfig
+
+    settings = _settings(RetrainConfig, config, param or [])
     _prefect_entrypoint_env()
     quiet.start_tensorflow()
     from flows.runs import run_retrain
@@ -57,6 +69,43 @@ def run_command(
     print_run(summary.as_dict(), as_json)
     if summary.error is not None:
         fail(f"retrain {summary.state}:", summary.error, code=1)
+
+
+def score_command(
+    dataset: Annotated[str | None, typer.Option(
+        help="Dataset version folder to score (sets dataset_dir).")] = None,
+    alias: Annotated[str | None, typer.Option(
+        help="Registry alias or version number to score with (default champion).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help=CONFIG_HELP.format(what="scoring", model="ScoreConfig"))] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help=PARAM_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Score a dataset version (or a catalog: `-p catalog_csv=...`, ingested first) with a
+    registered model: versioned Parquet predictions under DATA_ROOT/scores/."""
+    from dataclasses import asdict
+
+    from flows.config import ScoreConfig
+
+    shortcuts = [f"dataset_dir={dataset}"] * bool(dataset) + [f"model.alias={alias}"] * bool(alias)
+    settings = _settings(ScoreConfig, config, [*shortcuts, *(param or [])])
+    _prefect_entrypoint_env()
+    quiet.start_tensorflow()
+    from flows.runs import tracebacks_for_unexpected_errors_only
+    from flows.score import score_flow
+
+    with tracebacks_for_unexpected_errors_only():
+        state = score_flow(settings, return_state=True)
+    if not state.is_completed():
+        fail(f"score {state.name}:", state.message, code=1)
+    result = state.result()
+    if as_json:
+        echo_json(asdict(result), sort_keys=False)
+        return
+    console.print(f"{'kept earlier' if result.reused else 'scored'} {result.rows} posters with "
+                  f"{result.model} v{result.version}: {result.from_features} from cached "
+                  f"features, {result.from_images} from images\nscores: {result.scores_dir}",
+                  highlight=False, soft_wrap=True)
 
 
 def demo_command(

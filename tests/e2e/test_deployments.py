@@ -1,9 +1,12 @@
-"""The shipped deployments, run: deployments/prefect.yaml as written, on a real Prefect server.
+"""The shipped deployments, run: deployments/prefect.yaml and prefect-gpu.yaml as written, on a
+real Prefect server.
 
-Creates the work pools with the commands of the README (`cpu`: process; `gpu`: docker with
-deployments/work-pools/gpu-docker.json), `prefect deploy --all`s the file unchanged, and
-checks what the server validated: every deployment with its pool and parameters, and the GPU
-deployment's job variables against both GPU job templates (the Kubernetes one on a second
+First the CPU-only server of the README: only the process pool `cpu` exists, and
+`prefect deploy --all` of prefect.yaml, unchanged, must succeed and create every deployment
+in it. Then the GPU opt-in: the GPU pools are created with the commands of the README (`gpu`:
+docker with deployments/work-pools/gpu-docker.json) and prefect-gpu.yaml is deployed. The
+tests check what the server validated: every deployment with its pool and parameters, and the
+GPU deployment's job variables against both GPU job templates (the Kubernetes one on a second
 pool), which the server refuses when they break a template's schema.
 
 No docker daemon, Kubernetes cluster or GPU is here, so the GPU pool's jobs cannot run.
@@ -35,7 +38,8 @@ from tests.prefect_server_helpers import REPO, api, api_status, prefect_cli, wai
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DEPLOYMENTS = REPO / "deployments"
-PREFECT_YAML = DEPLOYMENTS / "prefect.yaml"
+PREFECT_YAML = DEPLOYMENTS / "prefect.yaml"  # the CPU deployments
+PREFECT_GPU_YAML = DEPLOYMENTS / "prefect-gpu.yaml"  # the opt-in GPU deployment
 POOL_TEMPLATES = DEPLOYMENTS / "work-pools"
 GPU_TEMPLATES = {"gpu": ("docker", POOL_TEMPLATES / "gpu-docker.json"),
                  "gpu-kubernetes": ("kubernetes", POOL_TEMPLATES / "gpu-kubernetes.json")}
@@ -49,26 +53,54 @@ def worker_env(s3_env: dict[str, str]) -> dict[str, str]:
     return s3_env
 
 
+def _deploy_all(env: dict[str, str], prefect_file: Path) -> None:
+    """`prefect deploy --all` of one shipped file, as the README says; fails unless exit 0."""
+    prefect_cli("--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all", env=env)
+
+
+def _server_deployments(url: str) -> dict[str, dict[str, Any]]:
+    """The deployments the server holds, by name."""
+    return {d["name"]: d for d in api(f"{url}/api/deployments/filter", {})}
+
+
+@pytest.fixture(scope="module")
+def cpu_deployed(prefect_server: tuple[str, dict[str, str]],
+                 process_worker: Path) -> dict[str, dict[str, Any]]:
+    """prefect.yaml deployed on a CPU-only server: the process pool `cpu` and no other."""
+    url, env = prefect_server
+    pools = [pool["name"] for pool in api(f"{url}/api/work_pools/filter", {})]
+    assert pools == ["cpu"], pools
+    _deploy_all(env, PREFECT_YAML)
+    return _server_deployments(url)
+
+
 @pytest.fixture(scope="module")
 def deployed(prefect_server: tuple[str, dict[str, str]],
-             process_worker: Path) -> dict[str, dict[str, Any]]:
-    """Both GPU pools created from their templates, then every deployment of prefect.yaml."""
+             cpu_deployed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Then both GPU pools created from their templates, and prefect-gpu.yaml deployed."""
     url, env = prefect_server
     for pool, (kind, template) in GPU_TEMPLATES.items():
         prefect_cli("work-pool", "create", pool, "--type", kind, "--base-job-template",
                     str(template), env=env)
-    prefect_cli("--no-prompt", "deploy", "--prefect-file", str(PREFECT_YAML), "--all", env=env)
-    deployments = api(f"{url}/api/deployments/filter", {})
-    return {d["name"]: d for d in deployments}
+    _deploy_all(env, PREFECT_GPU_YAML)
+    return _server_deployments(url)
 
 
-def _shipped() -> dict[str, dict[str, Any]]:
-    """The deployments as prefect.yaml writes them."""
-    return {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+def _shipped(*prefect_files: Path) -> dict[str, dict[str, Any]]:
+    """The deployments as the shipped files write them."""
+    return {d["name"]: d for path in prefect_files
+            for d in yaml.safe_load(path.read_text())["deployments"]}
+
+
+def test_prefect_yaml_deploys_all_of_its_deployments_with_only_the_cpu_pool(cpu_deployed):
+    # A `deploy --all` stops at the first deployment whose pool is missing: none may be.
+    shipped = _shipped(PREFECT_YAML)
+    assert sorted(cpu_deployed) == sorted(shipped) == ["ingest", "retrain-nightly", "score-nightly"]
+    assert {spec["work_pool"]["name"] for spec in shipped.values()} == {"cpu"}
 
 
 def test_every_deployment_is_deployed_as_written(deployed):
-    shipped = _shipped()
+    shipped = _shipped(PREFECT_YAML, PREFECT_GPU_YAML)
     assert sorted(deployed) == sorted(shipped)
     for name, spec in shipped.items():
         assert deployed[name]["work_pool_name"] == spec["work_pool"]["name"], name

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from flows.config import RetrainConfig
@@ -139,3 +140,49 @@ def test_ingest_on_dask_reports_every_task_run_to_the_flows_own_api(
     assert fetch_names == {"fetch-posters-0-of-2", "fetch-posters-1-of-2"}
     assert part_names == {"build-dataset-part-0-of-2", "build-dataset-part-1-of-2"}
     assert {r.state.name for runs in by_run.values() for r in runs} == {"Completed"}
+
+
+def test_embedding_fans_out_over_the_cluster_with_the_same_features(
+        ephemeral_api, cluster, standin_backbone, tmp_path):
+    from distributed import get_task_stream
+
+    from flows.config import ScaleOutConfig
+    from flows.runners import task_runner
+    from flows.train import embed_flow
+    from storage.embeddings import EmbeddingCache
+    from storage.shard_reader import split_labels
+    from tasks.embed import embed_dataset
+    from tasks.train_config import TrainConfig
+    from tests.model_helpers import write_tiny_dataset
+
+    views = ["full", "top"]
+    dataset = str(write_tiny_dataset(tmp_path / "datasets", {"train": 16, "val": 8, "test": 8}))
+    config = TrainConfig(backbone=standin_backbone, views=views,
+                         embeddings_root=str(tmp_path / "fanned"))
+    scale = ScaleOutConfig(task_runner="dask", dask_address=cluster.scheduler.address,
+                           embed_parts=2)
+    with get_task_stream(cluster) as stream:
+        state = embed_flow.with_options(task_runner=task_runner(scale))(
+            dataset, config, scale.embed_parts, return_state=True)
+    assert state.is_completed(), state.message
+    fanned = state.result()
+    assert (fanned.records, fanned.embedded, fanned.reused) == (32, 64, 0)
+
+    # Each part ran on a worker process and is recorded under the embed flow run.
+    ran = [t for t in stream.data if "embed" in t["key"]]
+    assert len(ran) == 2 and {t["worker"] for t in ran} <= set(cluster.scheduler_info()["workers"])
+    runs = _task_runs_by_flow_run([state.state_details.flow_run_id])
+    assert {r.name for r in next(iter(runs.values()))} == {"embed-posters-0-of-2",
+                                                           "embed-posters-1-of-2"}
+
+    # The same features as one part in one process; a part run again embeds nothing.
+    single = str(tmp_path / "single")
+    embed_dataset(dataset, single, standin_backbone, views=views)
+    shas = [s for split in ("train", "val", "test") for s in split_labels(dataset, split)[0]]
+    for view in views:
+        np.testing.assert_allclose(
+            EmbeddingCache(config.cache_root, fanned.backbone_id, view).read(shas),
+            EmbeddingCache(single, fanned.backbone_id, view).read(shas), atol=1e-6)
+    again = embed_dataset(dataset, config.cache_root, standin_backbone, views=views, part=0,
+                          parts=2)
+    assert again.embedded == 0 and again.reused == again.records * len(views) > 0

@@ -46,11 +46,15 @@ model = tf.saved_model.load(model_dir)
 images = tf.constant([open(jpeg, "rb").read(), open(png, "rb").read()])
 served = model.signatures["serving_default"](images=images)
 pixels = model.signatures["serving_images"](images=tf.zeros([1, 224, 224, 3]))
+feature_spec = model.signatures["serving_features"].structured_input_signature[1]["features"]
+head_only = model.signatures["serving_features"](
+    features=tf.zeros([1, feature_spec.shape[1], feature_spec.shape[2]]))
 print(json.dumps({
     "signatures": sorted(model.signatures),
     "probabilities": served["probabilities"].numpy().tolist(),
     "genres": [[g.decode() for g in row] for row in served["genres"].numpy()],
     "pixel_genres": [[g.decode() for g in row] for row in pixels["genres"].numpy()],
+    "feature_genres": [[g.decode() for g in row] for row in head_only["genres"].numpy()],
     "loaded": sorted({m.split(".")[0] for m in sys.modules} & BLOCKED),
 }))
 """
@@ -66,11 +70,12 @@ def test_reloads_in_fresh_python_with_only_tensorflow(exported: Path, tmp_path: 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["signatures"] == ["serving_default", "serving_images"]
+    assert out["signatures"] == ["serving_default", "serving_features", "serving_images"]
     assert out["loaded"] == []
     np.testing.assert_allclose(out["probabilities"], [PROBS, PROBS], atol=1e-6)
     assert out["genres"] == [EXPECTED_GENRES, EXPECTED_GENRES]
     assert out["pixel_genres"] == [EXPECTED_GENRES]
+    assert out["feature_genres"] == [EXPECTED_GENRES]
 
 
 def test_saved_model_cli_lists_both_signatures(exported: Path) -> None:
@@ -79,6 +84,7 @@ def test_saved_model_cli_lists_both_signatures(exported: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for expected in ("signature_def['serving_default']", "signature_def['serving_images']",
+                     "signature_def['serving_features']",
                      "outputs['probabilities']", "outputs['genres']", "dtype: DT_STRING"):
         assert expected in proc.stdout
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from flows.config import (
     IngestConfig,
     RetrainConfig,
+    ScoreConfig,
     TrainFlowConfig,
     load_config_data,
     parse_override,
@@ -29,7 +30,8 @@ DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 REPO = DEPLOYMENTS.parent
 MODELS = {"flows/retrain.py:retrain_flow": RetrainConfig,
           "flows/ingest.py:ingest_flow": IngestConfig,
-          "flows/train.py:train_flow": TrainFlowConfig}
+          "flows/train.py:train_flow": TrainFlowConfig,
+          "flows/score.py:score_flow": ScoreConfig}
 HAS_PREFECT_DASK = importlib.util.find_spec("prefect_dask") is not None
 
 
@@ -95,8 +97,14 @@ def test_flow_parameter_schema_is_a_typed_form_with_descriptions():
         assert all("description" in p for p in props.values()), section
 
 
-def _deployments() -> list[dict]:
-    return yaml.safe_load((DEPLOYMENTS / "prefect.yaml").read_text())["deployments"]
+# prefect.yaml: the CPU deployments; prefect-gpu.yaml: the opt-in GPU one (its own pool).
+PREFECT_FILES = ("prefect.yaml", "prefect-gpu.yaml")
+
+
+def _deployments(*files: str) -> list[dict]:
+    """The deployments of the shipped prefect files (default: all of them)."""
+    return [d for name in files or PREFECT_FILES
+            for d in yaml.safe_load((DEPLOYMENTS / name).read_text())["deployments"]]
 
 
 @pytest.mark.parametrize("deployment", _deployments(), ids=lambda d: d["name"])
@@ -113,12 +121,16 @@ def test_deployment_parameters_match_the_config_model(deployment):
 
 def test_deployments_have_the_promised_pools_and_schedule():
     by_name = {d["name"]: d for d in _deployments()}
-    assert set(by_name) == {"retrain-nightly", "retrain-gpu", "ingest"}
+    assert set(by_name) == {"retrain-nightly", "retrain-gpu", "ingest", "score-nightly"}
+    # `prefect deploy --all` of prefect.yaml must work with only the `cpu` pool.
+    assert {d["work_pool"]["name"] for d in _deployments("prefect.yaml")} == {"cpu"}
+    assert [d["name"] for d in _deployments("prefect-gpu.yaml")] == ["retrain-gpu"]
     nightly = by_name["retrain-nightly"]
     assert nightly["work_pool"]["name"] == "cpu"
     assert [s["cron"] for s in nightly["schedules"]] == ["0 3 * * *"]
     assert by_name["retrain-gpu"]["work_pool"]["name"] == "gpu"
     assert "schedules" not in by_name["ingest"]
+    assert [s["cron"] for s in by_name["score-nightly"]["schedules"]] == ["0 5 * * *"]
 
 
 def test_gpu_pool_templates_request_one_nvidia_gpu():
