@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from storage.fs import exists
 from storage.layout import RunFolder, data_root_of
 from tasks.head_inputs import Split, head_inputs
 from tasks.model import build_head, ensemble_head, get_loss, macro_f1
+from tasks.progress_log import EVERY_S
 from tasks.train_config import HeadParams, LossName, TrainConfig
 
 if TYPE_CHECKING:
@@ -81,8 +83,12 @@ def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: i
     """A callback adding whole-split `val_loss` and `val_macro_f1` to each epoch's logs.
 
     Whole split, not batch-averaged: soft F1 and F1 over batches are biased estimates.
+    Each epoch's line is logged at INFO at most every `EVERY_S` (a log reader sees
+    progress, not a wall of sub-second epochs), the others at DEBUG (`-v`).
     """
     import tf_keras
+
+    last_info = [-float("inf")]
 
     class WholeSplitValidation(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -90,7 +96,11 @@ def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: i
             probs = self.model.predict(inputs, batch_size=batch_size, verbose=0)
             logs["val_loss"] = float(get_loss(loss)(y_true, probs))
             logs["val_macro_f1"] = macro_f1(y_true, probs)
-            log.info("epoch %d of %d (%d%%): loss %.4f, val loss %.4f, val macro F1 %.4f",
+            now = time.monotonic()
+            level = logging.INFO if now - last_info[0] >= EVERY_S else logging.DEBUG
+            if level == logging.INFO:
+                last_info[0] = now
+            log.log(level, "epoch %d of %d (%d%%): loss %.4f, val loss %.4f, val macro F1 %.4f",
                      epoch + 1, epochs, 100 * (epoch + 1) // epochs, logs.get("loss", np.nan),
                      logs["val_loss"], logs["val_macro_f1"])
             on_epoch(epoch + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,18 @@ def test_the_epoch_bar_ends_at_the_epoch_early_stopping_stopped(features: dict) 
     stopped = len(chosen.history["loss"])
     assert stopped < 60 and steps[-1] == (stopped, stopped)  # early stopped, bar full
     assert steps[:-1] == [(e, 60) for e in range(1, stopped + 1)]
+
+
+def test_fast_epochs_log_one_info_line_per_interval(features: dict,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    config = TrainConfig(backbone="unused", batch_size=16, seed=1, early_stopping=False)
+    with caplog.at_level(logging.DEBUG, logger="tasks.train"):
+        fit_head(features["train"], features["val"],
+                 HeadParams(learning_rate=3e-3, epochs=5, hidden=16), config)
+    epochs = [r for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epochs) == 5  # every epoch at DEBUG or INFO, sub-second: only the first at INFO
+    assert [r.levelno for r in epochs] == [logging.INFO] + [logging.DEBUG] * 4
+    assert epochs[0].getMessage().startswith("epoch 1 of 5 (20%)")
 
 
 def test_mirrored_strategy_trains_like_the_default_one(features: dict) -> None:
