@@ -34,7 +34,7 @@ class ScoringTarget:
     splits: list[str]
     labels: list[str]
     out_dir: str
-    facts: dict[str, Any] | None  # the folder's scores.json when an earlier run finished it
+    facts: dict[str, Any] | None  # the folder's _scores.json when an earlier run finished it
 
 
 @task(name="resolve-scoring-model")

@@ -1,7 +1,7 @@
 """Scored predictions, versioned by dataset and model: `<root>/<dataset version>/<model>-v<N>/`.
 
 The folder holds `part-<i>.parquet` (one per scoring task, each written atomically) and
-`scores.json`, created last and only if absent (`storage.fs.create_exclusive`): a folder
+`_scores.json`, created last and only if absent (`storage.fs.create_exclusive`): a folder
 without it is a killed run's and is not read; one with it is complete and never rewritten.
 Parts are deterministic, so two overlapping runs write the same bytes and one marker wins.
 """
@@ -16,11 +16,11 @@ from storage.fs import atomic_write_parquet, create_exclusive, exists, join, rea
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCORES_JSON = "scores.json"
+SCORES_JSON = "_scores.json"  # "_": pyarrow and Spark skip it when reading the folder
 
 
 class IncompleteScoresError(FileNotFoundError):
-    """A scores folder without its `scores.json`: the run that wrote it did not finish."""
+    """A scores folder without its `_scores.json`: the run that wrote it did not finish."""
 
 
 def scores_dir(scores_root: str, dataset_version: str, model: str, version: int) -> str:
@@ -46,7 +46,7 @@ def publish_scores(out_dir: str, facts: dict[str, Any]) -> bool:
 
 
 def read_facts(out_dir: str) -> dict[str, Any] | None:
-    """The folder's `scores.json`, or None while it is incomplete."""
+    """The folder's `_scores.json`, or None while it is incomplete."""
     marker = join(out_dir, SCORES_JSON)
     return read_json(marker) if exists(marker) else None
 

@@ -8,7 +8,7 @@ the same backbone, so their probabilities agree to float tolerance (tests check 
 Output (`storage.scores`): Parquet parts with `imdb_id`, `sha256`, `split`, `genres`
 (predicted, most probable first), `probabilities` (one per label, the model's label order)
 and `scored_from` ("features" or "images"); the model's name, version, labels and lineage
-are in the folder's `scores.json`.
+are in the folder's `_scores.json`.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ def _prefect_entrypoint_env() -> None:
 
 
 CONFIG_HELP = ("YAML or JSON file with the {what} settings (flows/config.py: {model}); write a "
-               "commented one with `posterflow config init`.")
-PARAM_HELP = ("Override one setting, KEY=VALUE with a dotted key, e.g. train.head.epochs=10; "
+               "commented one with `posterflow config init{flag}`.")
+PARAM_HELP = ("Override one setting, KEY=VALUE with a dotted key, e.g. {example}; "
               "repeatable.")
 
 
@@ -53,8 +53,10 @@ def _settings(model: type[BaseModel], config: Path | None, params: list[str]) ->
 
 def run_command(
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help=CONFIG_HELP.format(what="retrain", model="RetrainConfig"))] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help=PARAM_HELP)] = None,
+        "--config", "-c", help=CONFIG_HELP.format(what="retrain", model="RetrainConfig",
+                                                  flag=""))] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help=PARAM_HELP.format(
+        example="train.head.epochs=10"))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the whole retrain flow in-process (Prefect's ephemeral server, or PREFECT_API_URL)."""
@@ -77,8 +79,10 @@ def score_command(
     alias: Annotated[str | None, typer.Option(
         help="Registry alias or version number to score with (default champion).")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help=CONFIG_HELP.format(what="scoring", model="ScoreConfig"))] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help=PARAM_HELP)] = None,
+        "--config", "-c", help=CONFIG_HELP.format(what="scoring", model="ScoreConfig",
+                                               flag=" --flow score"))] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help=PARAM_HELP.format(
+        example="storage.data_root=s3://bucket/data"))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Score a dataset version (or a catalog: `-p catalog_csv=...`, ingested first) with a

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from storage.registry import Registry
@@ -114,6 +115,8 @@ def test_score_flow_writes_versioned_predictions_then_a_rerun_keeps_them(
     facts = read_facts(str(out))
     assert (facts["model"], facts["version"], facts["labels"]) == (MODEL, 1, LABELS)
     assert facts["lineage"]["dataset_version"] == "tiny0000"
+    # the folder is a Parquet dataset as it stands: readers skip the "_" marker
+    assert pq.read_table(out).sort_by("imdb_id").equals(table.sort_by("imdb_id"))
 
     again = score_flow(config)
     assert again.reused and again.rows == 26

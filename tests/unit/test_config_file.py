@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.config import RetrainConfig
+from flows.config import RetrainConfig, ScoreConfig
 from flows.config_file import config_template
 
 
@@ -82,3 +82,14 @@ def test_config_init_dash_prints_the_template(
 def test_run_help_points_at_config_init() -> None:
     out = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["run", "--help"]).output
     assert "write a commented one with `posterflow config init`" in out
+
+
+def test_config_init_for_the_score_flow(tmp_path: Path) -> None:
+    written = tmp_path / "score.yaml"
+    result = CliRunner().invoke(app, ["config", "init", str(written), "--flow", "score"])
+    assert result.exit_code == 0, result.output
+    assert written.read_text() == config_template(ScoreConfig)
+    assert "posterflow score --config" in result.output
+    assert ScoreConfig.model_validate(yaml.safe_load(written.read_text())).model.alias
+    out = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["score", "--help"]).output
+    assert "`posterflow config init --flow score`" in out
