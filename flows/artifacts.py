@@ -24,7 +24,7 @@ from prefect.artifacts import (
 )
 
 from storage.fs import exists, join, read_json
-from tasks.model_card import card_markdown
+from tasks.model_card import card_markdown, format_score
 
 if TYPE_CHECKING:
     from tasks.catalog import CatalogResult
@@ -140,7 +140,7 @@ def retrain_markdown(model: str, version: int, alias: str, decision: GateDecisio
     rows += [f"- warning: {w}" for w in decision.warnings]
     rows += ["", "| metric | val | test |", "|---|---|---|"]
     for key, name in (("macro_f1", "macro F1 @0.5"), ("macro_f1_tuned", "macro F1 tuned")):
-        rows.append(f"| {name} | {_score(val.get(key))} | {_score(test.get(key))} |")
+        rows.append(f"| {name} | {format_score(val.get(key))} | {format_score(test.get(key))} |")
     rows += ["", f"Model card: `{card_path}` (the train run's `model-report` artifact shows it)"]
     return "\n".join(rows) + "\n"
 
@@ -149,10 +149,6 @@ def publish_retrain_summary(markdown: str) -> None:
     """The retrain run's headline as its `retrain-summary` markdown artifact."""
     create_markdown_artifact(key="retrain-summary", markdown=markdown,
                              description="posterflow retrain: the registered version")
-
-
-def _score(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
 # --- scores ------------------------------------------------------------------------------

@@ -17,7 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.aliases import CHAMPION
 from storage.fs import join, read_json
-from storage.layout import DEFAULT_DATA_ROOT, DEFAULT_MODEL_NAME, EMBEDDINGS, REGISTRY
+from storage.layout import (
+    DEFAULT_DATA_ROOT,
+    DEFAULT_MODEL_NAME,
+    EMBEDDINGS,
+    REGISTRY,
+    root_under,
+)
 from tasks.catalog import CatalogConfig
 from tasks.fetch import FetchConfig
 from tasks.promotion import Guardrails
@@ -150,7 +156,7 @@ class TrainSections(BaseModel):
 
     def registry_root(self) -> str:
         """The registry's root: configured, else DATA_ROOT/registry."""
-        return self.registry.root or self.storage.path(REGISTRY)
+        return root_under(self.storage.data_root, REGISTRY, self.registry.root)
 
     def resolved_train(self) -> TrainConfig:
         """The training settings with the embedding cache's root resolved on the data root."""
@@ -245,11 +251,11 @@ class ScoreConfig(BaseModel):
 
     def registry_root(self) -> str:
         """The registry's root: configured, else DATA_ROOT/registry."""
-        return self.model.registry_root or self.storage.path(REGISTRY)
+        return root_under(self.storage.data_root, REGISTRY, self.model.registry_root)
 
     def cache_root(self) -> str:
         """The embedding cache's root: configured, else DATA_ROOT/embeddings."""
-        return self.embeddings_root or self.storage.path(EMBEDDINGS)
+        return root_under(self.storage.data_root, EMBEDDINGS, self.embeddings_root)
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -20,6 +20,14 @@ CATALOGS, POSTERS, DATASETS = "catalogs", "posters", "datasets"
 EMBEDDINGS, RUNS, REGISTRY, SCORES = "embeddings", "runs", "registry", "scores"
 
 
+def root_under(data_root: str, folder: str, configured: str | None = None) -> str:
+    """A root's place: `configured` when set, else `<data root>/<folder>` (the one rule for the
+    registry's and the embedding cache's default roots)."""
+    from storage.fs import join
+
+    return configured or join(data_root, folder)
+
+
 def data_root_of(dataset_dir: str) -> str:
     """The data root holding `<root>/datasets/<version>` (two levels above the version)."""
     from storage.fs import is_local

@@ -107,8 +107,8 @@ def headline_rows(data: CardData) -> list[list[str]]:
     other = data.champion_metrics or {}
     for key, name in (("macro_f1", "macro F1 @0.5"), ("macro_f1_tuned", "macro F1 tuned"),
                       ("micro_f1", "micro F1 @0.5"), ("micro_f1_tuned", "micro F1 tuned")):
-        rows.append([name, _f(val.get(key)), _f(test.get(key)), _f(other.get(key)),
-                     _delta(test.get(key), other.get(key))])
+        rows.append([name, format_score(val.get(key)), format_score(test.get(key)),
+                     format_score(other.get(key)), _delta(test.get(key), other.get(key))])
     rows.append(["macro F1 @0.5, 95% CI", _interval(val.get("macro_f1_ci95")),
                  _interval(test.get("macro_f1_ci95")), _interval(other.get("macro_f1_ci95")),
                  "-"])
@@ -129,10 +129,11 @@ def genre_rows(data: CardData) -> list[list[str]]:
     thresholds = data.metrics.get("thresholds", {})
     for label, s in per_label.items():
         other = champion.get(label, {}).get("f1")
-        rows.append([label, _f(thresholds.get(label), 2), _f(s.get("precision")),
-                     _f(s.get("recall")), _f(s.get("f1")), _interval(s.get("f1_ci95")),
-                     str(s.get("support", "-")), str(s.get("predicted", "-")), _f(other),
-                     _delta(s.get("f1"), other)])
+        rows.append([label, format_score(thresholds.get(label), 2),
+                     format_score(s.get("precision")), format_score(s.get("recall")),
+                     format_score(s.get("f1")), _interval(s.get("f1_ci95")),
+                     str(s.get("support", "-")), str(s.get("predicted", "-")),
+                     format_score(other), _delta(s.get("f1"), other)])
     return rows
 
 
@@ -261,7 +262,8 @@ def _data_uri(image: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
 
 
-def _f(value: Any, digits: int = 4) -> str:
+def format_score(value: Any, digits: int = 4) -> str:
+    """A score with `digits` decimals, or "-" when it is missing."""
     return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
 
 

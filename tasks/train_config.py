@@ -158,12 +158,11 @@ class TrainConfig(BaseModel):
 
         The one rule for the cache's place; every stage function reads `cache_root`.
         """
-        from storage.fs import join
-        from storage.layout import EMBEDDINGS
+        from storage.layout import EMBEDDINGS, root_under
 
         if self.embeddings_root:
             return self
-        return self.model_copy(update={"embeddings_root": join(data_root, EMBEDDINGS)})
+        return self.model_copy(update={"embeddings_root": root_under(data_root, EMBEDDINGS)})
 
     @property
     def cache_root(self) -> str:
