@@ -16,6 +16,9 @@ from tasks.evaluate import (
     LabelMismatchError,
     best_thresholds,
     evaluate_saved_model,
+    plot_learning_curves,
+    plot_per_label_f1,
+    plot_probability_histograms,
     read_test_probabilities,
     threshold_grid,
     write_evaluation_report,
@@ -86,6 +89,25 @@ def test_write_evaluation_report_writes_figures_and_metrics(tmp_path: Path) -> N
     assert len(pd.read_csv(tmp_path / "report" / "threshold_grid.csv")) == 3 * 101
     stored = read_test_probabilities(str(tmp_path / "report"))
     assert stored.dtype == np.float32 and np.array_equal(stored, test[1])
+
+
+def test_no_figure_legend_searches_for_its_place() -> None:
+    # matplotlib's loc="best" scans every plotted point and warns (an error under this
+    # suite's filters) when that takes over a second, which a busy machine reaches.
+    rng = np.random.default_rng(0)
+    labels = ["Action", "Comedy", "Drama"]
+    y, p = rng.integers(0, 2, (50, 3)).astype(np.float32), rng.random((50, 3), np.float32)
+    history = {"loss": [0.9, 0.8], "val_loss": [0.9, 0.85],
+               "macro_f1": [0.3, 0.4], "val_macro_f1": [0.2, 0.3]}
+    split = {"macro_f1_tuned": 0.5, "per_label_tuned": {name: {"f1": 0.5} for name in labels}}
+    figures = [
+        plot_learning_curves({"soft_f1": history}),
+        plot_per_label_f1({"val": split, "test": split}, labels),
+        plot_probability_histograms(y, {"soft_f1": p}, labels, dict.fromkeys(labels, 0.5)),
+    ]
+    legends = [ax.get_legend() for fig in figures for ax in fig.axes if ax.get_legend()]
+    assert len(legends) == 4
+    assert all(legend._loc != 0 for legend in legends)  # 0 is matplotlib's code for "best"
 
 
 @pytest.fixture(scope="module")
