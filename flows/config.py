@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from storage.aliases import CHAMPION
 from storage.fs import join, read_json
@@ -229,14 +229,24 @@ class ScoreConfig(BaseModel):
         "default DATA_ROOT/embeddings (where training put them).")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Output roots "
                                    "(scores go to DATA_ROOT/scores/).")
-    catalog: CatalogConfig = Field(default_factory=CatalogConfig,
-                                   description="Validation rules (with catalog_csv).")
+    catalog: CatalogConfig = Field(
+        default_factory=lambda: CatalogConfig(unlabelled="keep"),
+        description="Validation rules (with catalog_csv); movies without genres are kept "
+        "(new movies to label).")
     fetch: FetchConfig = Field(default_factory=FetchConfig,
                                description="Poster download settings (with catalog_csv).")
     shards: ShardConfig = Field(default_factory=ShardConfig,
                                 description="TFRecord shard settings (with catalog_csv).")
     scale: ScaleOutConfig = Field(default_factory=ScaleOutConfig,
                                   description="Fan-out and task runner.")
+
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _keep_unlabelled(cls, value: Any) -> Any:
+        """Catalog settings given without `unlabelled` still keep movies with no genre."""
+        if isinstance(value, dict) and "unlabelled" not in value:
+            return {**value, "unlabelled": "keep"}
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ScoreConfig:

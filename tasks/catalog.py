@@ -30,7 +30,7 @@ import tempfile
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -103,6 +103,13 @@ class CatalogConfig(BaseModel):
         default_factory=lambda: list(KNOWN_GENRES),
         description="Genre tokens accepted in the Genre column; any other token rejects the "
         "row (reason unknown_genre) and is reported in summary.json.",
+    )
+    unlabelled: Literal["reject", "keep"] = Field(
+        default="reject",
+        description="Movies with no genre, or only dropped-as-rare ones: 'reject' them "
+        "(reasons missing_genre, no_kept_genre: training has nothing to learn from them) or "
+        "'keep' them with no labels (scoring new movies; the score flow's default). A kept "
+        "movie still needs an id and a poster URL, and Adult movies are still left out.",
     )
     repair_titles: bool = Field(
         default=True,
@@ -289,7 +296,7 @@ def _apply_label_policy(
     table: SourceTable, valid: pd.DataFrame, config: CatalogConfig
 ) -> tuple[pd.Series, store.LabelVocabulary, list[dict[str, Any]]]:
     """(kept genres per accepted row, vocabulary, policy reject rows) for the valid rows."""
-    tokens = valid["genre"].map(genre_tokens)
+    tokens = valid["genre"].map(lambda genre: genre_tokens(genre) if genre else [])
     drop = set(config.drop_genres)
     hits = tokens.map(lambda ts: [t for t in ts if t in drop])
     rejects = [
@@ -302,6 +309,8 @@ def _apply_label_policy(
     vocab = choose_labels(tokens, min_count_for(config, len(tokens)), dict(dropped))
     kept = set(vocab.labels)
     genres = tokens.map(lambda ts: sorted(t for t in ts if t in kept))
+    if config.unlabelled == "keep":
+        return genres, vocab, rejects
     rejects += [
         _reject_row(
             table,
@@ -395,7 +404,8 @@ def validate_catalog(
     store.remove_summary(out)
     frame = _gx_frame(table.rows)
     with tempfile.TemporaryDirectory(prefix="posterflow-gx-") as tmp:
-        outcome = validate_rows(frame, config.known_genres, os.path.join(tmp, "data_docs"))
+        outcome = validate_rows(frame, config.known_genres, os.path.join(tmp, "data_docs"),
+                                require_genre=config.unlabelled == "reject")
         docs_index = _write_data_docs(os.path.join(tmp, "data_docs"), out)
     reason_columns = {
         e["reject_reason"]: DERIVED_FROM.get(e["column"], e["column"]) for e in outcome.expectations
@@ -461,7 +471,7 @@ def _summary(
             f"{invalid} of {rows_read} rows are invalid ({rate:.1%}), above the reject "
             f"tolerance of {config.reject_tolerance:.1%}"
         )
-    if not vocab.labels:
+    if not vocab.labels and config.unlabelled == "reject":
         problems.append(
             f"no genre is carried by >= {vocab.min_count} of the {vocab.movies} valid movies: "
             "lower --min-genre-count or set --min-genre-fraction"
@@ -484,6 +494,7 @@ def _summary(
         "by_reason": dict(sorted(by_reason.items())),
         "unknown_genres": dict(sorted(unknown.items())),
         "labels": vocab.labels,
+        "unlabelled": int((accepted["genres"].map(len) == 0).sum()),
         "min_genre_count": vocab.min_count,
         "split_sizes": {s: int(splits.get(s, 0)) for s in SPLITS},
         "blank_lines": table.blank_lines,

@@ -40,6 +40,21 @@ def flipped_inputs(stacked: np.ndarray, flip: np.ndarray, views: Sequence[View],
     return model_inputs(swapped, combine)
 
 
+class UnlabelledPostersError(ValueError):
+    """Training posters without any genre: the dataset was ingested for scoring."""
+
+
+def require_labels(dataset_dir: str, split: str, y: np.ndarray) -> None:
+    """Refuse a split with posters that carry no genre: they would teach (or score) that
+    every genre is absent."""
+    unlabelled = int((y.sum(axis=1) == 0).sum()) if y.size else len(y)
+    if unlabelled:
+        raise UnlabelledPostersError(
+            f"{unlabelled} of {len(y)} {split} posters of {dataset_dir} have no genre (a "
+            "dataset ingested for scoring, catalog.unlabelled 'keep'): train on a dataset "
+            "ingested with catalog.unlabelled 'reject'")
+
+
 def head_inputs(dataset_dir: str, backbone: str, config: TrainConfig,
                 splits: Sequence[str] = ("train", "val", "test"),
                 ) -> tuple[dict[str, Split], np.ndarray | None]:
@@ -52,6 +67,7 @@ def head_inputs(dataset_dir: str, backbone: str, config: TrainConfig,
     alternate = None
     for split in splits:
         shas, y = split_labels(dataset_dir, split)
+        require_labels(dataset_dir, split, y)
         stacked = view_features(config.cache_root, backbone, shas, config.views)
         inputs[split] = (model_inputs(stacked, config.combine), y)
         if split == "train" and config.view_examples:

@@ -132,6 +132,38 @@ def test_score_flow_writes_versioned_predictions_then_a_rerun_keeps_them(
     assert read_scores(str(out)).equals(table)
 
 
+def test_new_movies_without_genres_are_ingested_and_scored(
+        harness: None, scored_setup: dict[str, str], served_demo, tmp_path: Path) -> None:
+    """The nightly job: a catalog of new movies, none labelled yet, gets the champion's genres."""
+    import csv
+
+    from flows.config import ScoreConfig
+    from flows.score import score_flow
+    from storage.catalog import load_summary
+    from storage.scores import read_scores
+
+    with open(served_demo.csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    genre = rows[0].index("Genre")
+    new = tmp_path / "new-movies.csv"
+    with open(new, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([rows[0], *([*r[:genre], "", *r[genre + 1:]] for r in rows[1:])])
+    config = ScoreConfig.model_validate({
+        "catalog_csv": str(new), "storage": {"data_root": scored_setup["data_root"]},
+        "catalog": {"reject_tolerance": 0.1}, "fetch": {"allow_hosts": ["127.0.0.1"]}})
+    result = score_flow(config)
+    dataset = Path(scored_setup["data_root"], "datasets")
+    catalogs = [p for p in Path(scored_setup["data_root"], "catalogs").iterdir()]
+    summary = load_summary(str(catalogs[0]))
+    assert summary["passed"] and "missing_genre" not in summary["by_reason"]
+    assert summary["unlabelled"] == summary["accepted"] > 50  # the demo's defects still reject
+    table = read_scores(result.scores_dir)
+    assert result.rows == table.num_rows and result.from_images > 0
+    assert len(set(table.column("imdb_id").to_pylist())) == table.num_rows
+    assert all(len(p) == len(LABELS) for p in table.column("probabilities").to_pylist())
+    assert dataset.is_dir()
+
+
 def test_a_score_config_takes_exactly_one_source() -> None:
     from pydantic import ValidationError
 

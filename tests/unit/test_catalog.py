@@ -199,6 +199,34 @@ def test_no_kept_genre_at_all_fails_the_check(tmp_path: Path) -> None:
     assert result.summary["by_reason"] == {"no_kept_genre": 5}
 
 
+def test_movies_to_score_keep_no_genre_and_rare_genres_and_lose_nothing_else(
+        tmp_path: Path) -> None:
+    config = CatalogConfig(min_genre_count=3, unlabelled="keep", reject_tolerance=1)
+    result = validate_catalog(write_kitchen_sink(tmp_path / "MovieGenre.csv"), tmp_path / "out",
+                              config)
+    catalog = load_catalog(str(tmp_path / "out")).set_index("imdb_id")
+    # Row 5 (no genre) and row 12 (only the rare War) are kept, with no labels.
+    assert list(catalog.loc[104, "genres"]) == list(catalog.loc[111, "genres"]) == []
+    assert result.summary["unlabelled"] == 2
+    assert "missing_genre" not in result.summary["by_reason"]
+    assert "no_kept_genre" not in result.summary["by_reason"]
+    # Every other reason still rejects, and every row read ends one way or the other.
+    expected = {reason for _, reasons in KITCHEN_SINK.values() for reason in reasons or []}
+    assert set(result.summary["by_reason"]) == expected - {"missing_genre", "no_kept_genre"}
+    assert result.summary["accepted"] + result.summary["rejected"] == len(KITCHEN_SINK)
+
+
+def test_a_catalog_of_new_movies_without_any_genre_passes_when_kept(tmp_path: Path) -> None:
+    src = tmp_path / "new.csv"
+    src.write_text("imdbId,Genre,Poster\n" + "".join(f'{i},,"{POSTER}"\n' for i in range(5)))
+    kept = validate_catalog(src, tmp_path / "kept", CatalogConfig(unlabelled="keep"))
+    kept.check()
+    assert (kept.summary["accepted"], kept.summary["unlabelled"], kept.summary["labels"]) == (
+        5, 5, [])
+    rejected = validate_catalog(src, tmp_path / "rejected")
+    assert rejected.summary["by_reason"] == {"missing_genre": 5}
+
+
 def test_a_missing_required_column_raises_before_anything_is_written(tmp_path: Path) -> None:
     src = tmp_path / "nogenre.csv"
     src.write_text(f'imdbId,Title,Poster\n1,X,"{POSTER}"\n')

@@ -19,7 +19,7 @@ from storage.layout import data_root_of
 from storage.shard_reader import read_records, split_labels
 from tasks.backbone import build_standin_backbone
 from tasks.embed import embed_dataset
-from tasks.head_inputs import head_inputs
+from tasks.head_inputs import UnlabelledPostersError, head_inputs, require_labels
 from tasks.images import decode_image
 from tasks.model import build_head, macro_f1, macro_soft_f1
 from tasks.train import fine_tune, fit_head, select_head, train
@@ -229,3 +229,13 @@ def test_cli_train_runs_and_reports_bad_input(dataset: Path, standin: Path,
                               "--backbone", str(tmp_path)])
     assert bad.exit_code == 2 and "holds no saved_model.pb" in bad.output
     assert "Traceback" not in missing.output + bad.output
+
+
+def test_posters_without_genres_are_refused_as_training_examples() -> None:
+    labelled = np.array([[1, 0], [0, 1]], np.float32)
+    require_labels("d", "train", labelled)  # every poster has a genre: nothing to say
+    with pytest.raises(UnlabelledPostersError, match=r"1 of 3 train posters of d have no genre"):
+        require_labels("d", "train", np.vstack([labelled, [[0, 0]]]))
+    # A scoring catalog with no genre at all has no label columns.
+    with pytest.raises(UnlabelledPostersError, match="2 of 2 val posters"):
+        require_labels("d", "val", np.zeros((2, 0), np.float32))
