@@ -120,16 +120,18 @@ def score_row(dataset: str, emb_root: str, fields: dict[str, Any], labels: list[
 
     from tasks.backbone import backbone_id
     from tasks.evaluate import best_thresholds, threshold_grid
-    from tasks.head_inputs import head_inputs
+    from tasks.head_inputs import head_inputs, training_inputs
     from tasks.model import macro_f1, micro_f1, per_label_scores
     from tasks.train import select_head
     from tasks.train_config import TrainConfig
 
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root,
                          compare_losses=False, **fields)
-    splits, alternate = head_inputs(dataset, backbone_id(str(BACKBONE)), config)
+    bid = backbone_id(str(BACKBONE))
+    splits = head_inputs(dataset, bid, config)
     start = time.perf_counter()
-    chosen, sweep = select_head(splits["train"], splits["val"], config, alternate=alternate)
+    with training_inputs(dataset, bid, config) as train_rows:
+        chosen, sweep = select_head(train_rows, splits["val"], config)
     head_s = time.perf_counter() - start
     probs = {s: chosen.model.predict(splits[s][0], batch_size=1024, verbose=0)
              for s in ("val", "test")}
@@ -155,7 +157,7 @@ def fine_tune_budget(dataset: str, emb_root: str, blocks: int, posters: int) -> 
 
     from storage.datasets import load_dataset_info
     from tasks.backbone import backbone_id
-    from tasks.head_inputs import head_inputs
+    from tasks.head_inputs import head_inputs, training_inputs
     from tasks.images import make_dataset
     from tasks.model import macro_f1
     from tasks.train import fine_tune, select_head
@@ -165,8 +167,10 @@ def fine_tune_budget(dataset: str, emb_root: str, blocks: int, posters: int) -> 
     config = TrainConfig(backbone=str(BACKBONE), embeddings_root=emb_root, compare_losses=False,
                          fine_tune_blocks=blocks, fine_tune_epochs=1,
                          fine_tune_learning_rate=1e-5, **fields)
-    splits, _ = head_inputs(dataset, backbone_id(str(BACKBONE)), config)
-    head, _ = select_head(splits["train"], splits["val"], config)
+    bid = backbone_id(str(BACKBONE))
+    splits = head_inputs(dataset, bid, config, ("val",))
+    with training_inputs(dataset, bid, config) as train_rows:
+        head, _ = select_head(train_rows, splits["val"], config)
     batches = -(-posters // config.batch_size)
     subset = make_dataset(dataset, "train", batch_size=config.batch_size,
                           shuffle_seed=config.seed).take(batches)

@@ -48,7 +48,7 @@ def train_seeds(dataset: str, emb_root: str, fields: dict[str, Any], seeds: rang
                 out: Path) -> None:
     """Train one head per missing seed; save its val and test probabilities and labels."""
     from tasks.backbone import backbone_id
-    from tasks.head_inputs import head_inputs
+    from tasks.head_inputs import head_inputs, training_inputs
     from tasks.train import select_head
     from tasks.train_config import TrainConfig
 
@@ -57,17 +57,19 @@ def train_seeds(dataset: str, emb_root: str, fields: dict[str, Any], seeds: rang
     todo = [s for s in seeds if not (out / f"{s}.npz").exists()]
     if not todo:
         return
-    splits, alternate = head_inputs(dataset, backbone_id(str(BACKBONE)), config)
+    bid = backbone_id(str(BACKBONE))
+    splits = head_inputs(dataset, bid, config, SPLITS)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "labels.npz", **{s: splits[s][1] for s in SPLITS})
-    for seed in todo:
-        start = time.perf_counter()
-        chosen, _ = select_head(splits["train"], splits["val"],
-                                config.model_copy(update={"seed": seed}), alternate=alternate)
-        np.savez(out / f"{seed}.npz", **{s: chosen.model.predict(
-            splits[s][0], batch_size=1024, verbose=0) for s in SPLITS})
-        print(f"{out.name} seed {seed}: epoch {chosen.best_epoch}, "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+    with training_inputs(dataset, bid, config) as train_rows:
+        for seed in todo:
+            start = time.perf_counter()
+            chosen, _ = select_head(train_rows, splits["val"],
+                                    config.model_copy(update={"seed": seed}))
+            np.savez(out / f"{seed}.npz", **{s: chosen.model.predict(
+                splits[s][0], batch_size=1024, verbose=0) for s in SPLITS})
+            print(f"{out.name} seed {seed}: epoch {chosen.best_epoch}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
 
 
 def spread(out: Path, seeds: range) -> dict[str, dict[str, list[float]]]:

@@ -44,8 +44,10 @@ def prepare(work: Path) -> tuple[str, str]:
     return dataset, replicate(Path(dataset), work / "datasets-4x", 4)
 
 
-def prepare_dataset(work: Path) -> str:
-    """Catalog -> poster store -> dataset of the dev posters (15 genres); reused across runs."""
+def prepare_dataset(work: Path, movies: int | None = None) -> str:
+    """Catalog -> poster store -> dataset of the dev posters (15 genres); reused across runs.
+
+    `movies`: only the catalog's first rows (a smaller dataset, in `work` of its own)."""
     import pandas as pd
     from PIL import Image
 
@@ -54,9 +56,14 @@ def prepare_dataset(work: Path) -> str:
     from tasks.shards import build_dataset
 
     catalog_dir = work / "catalog"
+    source = POSTERS / "MovieGenre.csv"
+    if movies is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        lines = source.read_bytes().splitlines(keepends=True)
+        (work / "MovieGenre.csv").write_bytes(b"".join(lines[:movies + 1]))
+        source = work / "MovieGenre.csv"
     if not (catalog_dir / "summary.json").exists():
-        validate_catalog(POSTERS / "MovieGenre.csv", catalog_dir,
-                         CatalogConfig(min_genre_fraction=0.0265)).check()
+        validate_catalog(source, catalog_dir, CatalogConfig(min_genre_fraction=0.0265)).check()
     store = PosterStore(work / "posters")
     if not (work / "posters" / "filled").exists():
         rows = []
@@ -171,6 +178,7 @@ def child_posterflow(dataset: str, emb_root: str, epochs: int) -> dict:
     from storage.embeddings import EmbeddingCache
     from storage.shard_reader import split_labels
     from tasks.embed import embed_dataset
+    from tasks.head_inputs import TrainingRows
     from tasks.train import fit_head
     from tasks.train_config import HeadParams, TrainConfig
 
@@ -184,7 +192,8 @@ def child_posterflow(dataset: str, emb_root: str, epochs: int) -> dict:
     for split in ("train", "val"):
         shas, y = split_labels(dataset, split)
         splits[split] = (cache.read(shas), y)
-    fitted = fit_head(splits["train"], splits["val"], config.head, config)
+    fitted = fit_head(TrainingRows.of_arrays(*splits["train"]), splits["val"], config.head,
+                      config)
     total_s, total_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     return {"embed_s": embed_s, "train_s": total_s - embed_s, "total_s": total_s,
             "embed_cpu_s": embed_cpu_s, "total_cpu_s": total_cpu_s,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -72,34 +72,46 @@ class EmbeddingCache:
         return path
 
     def read(self, sha256s: Sequence[str]) -> np.ndarray:
-        """float32 [len(sha256s), dim] in the order asked; missing posters raise."""
+        """float32 [len(sha256s), dim] in the order asked; missing posters raise.
+
+        The parts are scanned one at a time for the rows asked: memory is the answer plus
+        one part, however many posters the cache holds."""
         import pandas as pd
 
-        keys, vectors = self._load()
-        rows = pd.Index(keys).get_indexer(pd.Index(list(sha256s)))
-        if (rows < 0).any():
-            missing = [s for s, r in zip(sha256s, rows, strict=True) if r < 0]
-            raise MissingEmbeddingsError(
-                f"{len(missing)} of {len(sha256s)} posters are not in {self.folder} "
-                f"(first: {missing[:3]}): embed the dataset with this backbone first"
-            )
-        return vectors[rows]
+        codes, unique = pd.factorize(pd.Index(list(sha256s), dtype=object))
+        vectors: np.ndarray | None = None
+        for ids, found in self.scan(list(unique)):
+            if vectors is None:
+                vectors = np.empty((len(unique), found.shape[1]), np.float32)
+            vectors[ids] = found
+        return np.zeros((0, 0), np.float32) if vectors is None else vectors[codes]
 
-    def _load(self) -> tuple[np.ndarray, np.ndarray]:
-        """All cached (sha256 [n], vectors [n, dim]), duplicates dropped."""
-        import pyarrow as pa
+    def scan(self, sha256s: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in `sha256s`, their vectors [k, dim]) part by part, each position once
+        (the first part holding a poster wins: any copy is the same backbone on the same
+        bytes). `sha256s` must not repeat. Posters no part holds raise at the end."""
+        import pandas as pd
         import pyarrow.parquet as pq
 
-        tables = []
+        wanted = pd.Index(list(sha256s), dtype=object)
+        found = np.zeros(len(wanted), bool)
         for part in self.parts():
+            if found.all():
+                break
             with self._fs.open(part, "rb") as f:
-                tables.append(pq.read_table(f))
-        if not tables:
-            return np.array([], object), np.zeros((0, 0), np.float32)
-        table = pa.concat_tables(tables)
-        keys = np.asarray(table.column(SHA256).to_pylist(), object)
-        column = table.column(EMBEDDING).combine_chunks()
-        vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
-        _, first = np.unique(keys, return_index=True)
-        first.sort()
-        return keys[first], vectors[first]
+                table = pq.read_table(f)
+            ids = wanted.get_indexer(table.column(SHA256).to_pylist())
+            rows = np.flatnonzero(ids >= 0)
+            ids, first = np.unique(ids[rows], return_index=True)
+            new = ~found[ids]
+            if new.any():
+                found[ids[new]] = True
+                column = table.column(EMBEDDING).combine_chunks()
+                vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+                yield ids[new], vectors[rows[first[new]]]
+        if not found.all():
+            missing = [wanted[i] for i in np.flatnonzero(~found)]
+            raise MissingEmbeddingsError(
+                f"{len(missing)} of {len(wanted)} posters are not in {self.folder} "
+                f"(first: {missing[:3]}): embed the dataset with this backbone first"
+            )

@@ -349,7 +349,7 @@ def evaluate_fit(dataset_dir: str, saved: SavedFit, report_dir: str, config: Tra
     spec = read_fit_spec(saved.fit_dir)
     labels = list(load_dataset_info(dataset_dir).labels)
     with verify_once():
-        splits, _ = head_inputs(dataset_dir, saved.backbone_id, config, splits=("val", "test"))
+        splits = head_inputs(dataset_dir, saved.backbone_id, config, splits=("val", "test"))
         (val_x, val_y), (test_x, test_y) = splits["val"], splits["test"]
         selected = load_head(saved.fit_dir, spec["models"]["selected"])
         compare: dict[str, np.ndarray] = {}

@@ -33,7 +33,7 @@ import numpy as np
 from storage.fits import SavedFit, has_fit, save_head, save_weights, write_fit_spec
 from storage.fs import exists
 from storage.layout import RunFolder, data_root_of
-from tasks.head_inputs import Split, head_inputs
+from tasks.head_inputs import Split, TrainingRows, head_inputs, training_inputs
 from tasks.model import build_head, ensemble_head, get_loss, macro_f1
 from tasks.progress_log import EVERY_S
 from tasks.train_config import HeadParams, LossName, TrainConfig
@@ -108,18 +108,26 @@ def _val_callback(inputs: Any, y_true: np.ndarray, loss: LossName, batch_size: i
     return WholeSplitValidation()
 
 
-def features_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_buffer: int,
-                     seed: int, alternate: np.ndarray | None = None) -> tf.data.Dataset:
+def features_dataset(train: TrainingRows, batch_size: int, shuffle_buffer: int, seed: int
+                     ) -> tf.data.Dataset:
     """Shuffled training batches of (features, labels), the seed's shuffle(1024) then batch.
 
-    With `alternate` (the same posters' features from an augmented view, e.g. mirrored),
-    each example takes its alternate features with probability 1/2, drawn anew each epoch.
+    The rows stream from `train.chunks` each epoch, in one order: the batches are those of
+    the same rows held in memory. With an alternate (the same posters' features from an
+    augmented view, e.g. mirrored), each example takes its alternate features with
+    probability 1/2, drawn anew each epoch.
     """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y) if alternate is None else (x, alternate, y))
+    inputs = tf.TensorSpec([None, train.input_dim], tf.float32)
+    labels = tf.TensorSpec([None, train.n_labels], tf.float32)
+    data = tf.data.Dataset.from_generator(
+        train.chunks, output_signature=(inputs, inputs, labels) if train.alternate
+        else (inputs, labels)).unbatch()
+    # A known length, as an array's dataset has: Keras then reshuffles each epoch the same way.
+    data = data.apply(tf.data.experimental.assert_cardinality(train.rows))
     data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if alternate is not None:
+    if train.alternate:
         data = data.map(lambda a, b, labels: (
             tf.where(tf.random.uniform([]) < 0.5, b, a), labels))
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -169,23 +177,19 @@ def optimizer(params: HeadParams) -> tf_keras.optimizers.Optimizer:
     return tf_keras.optimizers.Adam(params.learning_rate)
 
 
-def fit_head(train_split: Split, val_split: Split, params: HeadParams, config: TrainConfig,
+def fit_head(train: TrainingRows, val_split: Split, params: HeadParams, config: TrainConfig,
              on_epoch: Callable[[int], None] = lambda _: None, *, seed: int | None = None,
-             alternate: np.ndarray | None = None, name: str = "head") -> FitResult:
-    """Train one head on cached features (deterministic given the seed, default config.seed).
-
-    `alternate`: augmented features of the training posters (see `features_dataset`).
-    """
+             name: str = "head") -> FitResult:
+    """Train one head on cached features (deterministic given the seed, default config.seed)."""
     import tf_keras
 
     seed = config.seed if seed is None else seed
     tf_keras.utils.set_random_seed(seed)
-    x, y = train_split
     with distribution_strategy(config.distribution).scope():
-        head = build_head(y.shape[1], params.hidden, params.dropout, input_dim=x.shape[1],
-                          name=name)
+        head = build_head(train.n_labels, params.hidden, params.dropout,
+                          input_dim=train.input_dim, name=name)
         head.compile(optimizer=optimizer(params), loss=get_loss(params.loss))
-    data = features_dataset(x, y, config.batch_size, config.shuffle_buffer, seed, alternate)
+    data = features_dataset(train, config.batch_size, config.shuffle_buffer, seed)
     history, best, score = fit_epochs(head, data, val_split, params.loss, epochs=params.epochs,
                                       config=config, on_epoch=on_epoch)
     log.info("head %s: best epoch %d of %d, val macro F1 %.4f", params.model_dump(), best,
@@ -202,9 +206,8 @@ def sweep_grid(config: TrainConfig) -> list[HeadParams]:
                 config.sweep_weight_decays, config.sweep_losses)]
 
 
-def select_head(train_split: Split, val_split: Split, config: TrainConfig,
-                progress: TrainProgress | None = None, alternate: np.ndarray | None = None,
-                ) -> tuple[FitResult, list[dict[str, Any]]]:
+def select_head(train: TrainingRows, val_split: Split, config: TrainConfig,
+                progress: TrainProgress | None = None) -> tuple[FitResult, list[dict[str, Any]]]:
     """The configured head or the sweep's best by val macro F1, ensembled if asked.
 
     Ensemble: the `config.ensemble` best sweep heads (they are trained anyway), or without a
@@ -212,10 +215,9 @@ def select_head(train_split: Split, val_split: Split, config: TrainConfig,
     """
     if not config.sweep:
         epochs = config.head.epochs
-        fits = [fit_head(train_split, val_split, config.head, config,
+        fits = [fit_head(train, val_split, config.head, config,
                          (lambda e: progress and progress("epochs", e, epochs)) if i == 0
-                         else (lambda _: None), seed=config.seed + i, alternate=alternate,
-                         name=f"head_{i}")
+                         else (lambda _: None), seed=config.seed + i, name=f"head_{i}")
                 for i in range(config.ensemble)]
         if progress:  # early stopping may end before `epochs`: the bar ends where it did
             stopped = len(fits[0].history["loss"])
@@ -224,8 +226,7 @@ def select_head(train_split: Split, val_split: Split, config: TrainConfig,
     candidates = sweep_grid(config)
     fits, rows = [], []
     for i, params in enumerate(candidates, start=1):
-        result = fit_head(train_split, val_split, params, config, alternate=alternate,
-                          name=f"head_{i}")
+        result = fit_head(train, val_split, params, config, name=f"head_{i}")
         fits.append(result)
         rows.append({**params.model_dump(), "best_epoch": result.best_epoch,
                      "val_macro_f1": result.val_macro_f1})
@@ -297,10 +298,9 @@ def fit_model(dataset_dir: str, fit_dir: str, config: TrainConfig, *, backbone_i
     if has_fit(fit_dir):
         raise FileExistsError(f"{fit_dir} already holds a fit: fit into a new folder")
     version = load_dataset_info(dataset_dir).version
-    with verify_once():
-        splits, alternate = head_inputs(dataset_dir, backbone_id, config, splits=("train", "val"))
-        chosen, sweep_rows = select_head(splits["train"], splits["val"], config, progress,
-                                         alternate)
+    with verify_once(), training_inputs(dataset_dir, backbone_id, config) as train_rows:
+        val = head_inputs(dataset_dir, backbone_id, config, splits=("val",))["val"]
+        chosen, sweep_rows = select_head(train_rows, val, config, progress)
         # Saved before fine-tuning trains it further: the report compares the losses on it.
         models = {"selected": save_head(fit_dir, "selected", chosen.model)}
         histories: list[tuple[str, dict[str, list[float]]]] = [(chosen.params.loss,
@@ -308,12 +308,12 @@ def fit_model(dataset_dir: str, fit_dir: str, config: TrainConfig, *, backbone_i
         if config.compare_losses:
             other = chosen.params.model_copy(
                 update={"loss": "bce" if chosen.params.loss != "bce" else "soft_f1"})
-            rival = fit_head(splits["train"], splits["val"], other, config, alternate=alternate)
+            rival = fit_head(train_rows, val, other, config)
             models["rival"] = {**save_head(fit_dir, "rival", rival.model), "loss": other.loss}
             histories.append((other.loss, rival.history))
         final = chosen
         if config.fine_tune_blocks > 0:
-            final = fine_tune(dataset_dir, chosen, splits["val"][1], config, progress)
+            final = fine_tune(dataset_dir, chosen, val[1], config, progress)
             models[FINE_TUNED] = save_weights(fit_dir, FINE_TUNED, final.model)
             histories.append(("fine_tune", final.history))
     params = {**config.model_dump(), "head": final.params.model_dump(),

@@ -19,7 +19,13 @@ from storage.layout import data_root_of
 from storage.shard_reader import read_records, split_labels
 from tasks.backbone import build_standin_backbone
 from tasks.embed import embed_dataset
-from tasks.head_inputs import UnlabelledPostersError, head_inputs, require_labels
+from tasks.head_inputs import (
+    TrainingRows,
+    UnlabelledPostersError,
+    head_inputs,
+    require_labels,
+    training_inputs,
+)
 from tasks.images import decode_image
 from tasks.model import build_head, macro_f1, macro_soft_f1
 from tasks.train import fine_tune, fit_head, select_head, train
@@ -55,7 +61,7 @@ def test_cached_features_train_exactly_like_the_seed_model(
     """Same initial weights, same batches: the seed's in-model backbone gives the same losses."""
     config = TrainConfig(backbone=str(standin), batch_size=8, seed=3, early_stopping=False)
     params = HeadParams(learning_rate=1e-3, epochs=3, hidden=32)
-    ours = fit_head(features["train"], features["val"], params, config)
+    ours = fit_head(TrainingRows.of_arrays(*features["train"]), features["val"], params, config)
 
     tf_keras.utils.set_random_seed(config.seed)  # the head fit_head starts from
     initial = build_head(len(LABELS), 32).get_weights()
@@ -86,8 +92,8 @@ def test_cached_features_train_exactly_like_the_seed_model(
 def test_same_seed_same_model_and_early_stopping_keeps_the_best_epoch(features: dict) -> None:
     config = TrainConfig(backbone="unused", batch_size=16, seed=1, patience=2)
     params = HeadParams(learning_rate=3e-3, epochs=12, hidden=16)
-    first = fit_head(features["train"], features["val"], params, config)
-    second = fit_head(features["train"], features["val"], params, config)
+    first = fit_head(TrainingRows.of_arrays(*features["train"]), features["val"], params, config)
+    second = fit_head(TrainingRows.of_arrays(*features["train"]), features["val"], params, config)
     assert first.history == second.history
     scores = first.history["val_macro_f1"]
     assert first.best_epoch == int(np.argmax(scores)) + 1
@@ -100,7 +106,7 @@ def test_the_epoch_bar_ends_at_the_epoch_early_stopping_stopped(features: dict) 
     config = TrainConfig(backbone="unused", batch_size=16, seed=1, patience=1,
                          head=HeadParams(learning_rate=3e-3, epochs=60, hidden=16))
     steps: list[tuple[int, int]] = []
-    chosen, _ = select_head(features["train"], features["val"], config,
+    chosen, _ = select_head(TrainingRows.of_arrays(*features["train"]), features["val"], config,
                             lambda step, done, total: steps.append((done, total)))
     stopped = len(chosen.history["loss"])
     assert stopped < 60 and steps[-1] == (stopped, stopped)  # early stopped, bar full
@@ -111,7 +117,7 @@ def test_fast_epochs_log_one_info_line_per_interval(features: dict,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     config = TrainConfig(backbone="unused", batch_size=16, seed=1, early_stopping=False)
     with caplog.at_level(logging.DEBUG, logger="tasks.train"):
-        fit_head(features["train"], features["val"],
+        fit_head(TrainingRows.of_arrays(*features["train"]), features["val"],
                  HeadParams(learning_rate=3e-3, epochs=5, hidden=16), config)
     epochs = [r for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epochs) == 5  # every epoch at DEBUG or INFO, sub-second: only the first at INFO
@@ -121,9 +127,9 @@ def test_fast_epochs_log_one_info_line_per_interval(features: dict,
 
 def test_mirrored_strategy_trains_like_the_default_one(features: dict) -> None:
     params = HeadParams(learning_rate=3e-3, epochs=3, hidden=16)
-    plain = fit_head(features["train"], features["val"], params,
+    plain = fit_head(TrainingRows.of_arrays(*features["train"]), features["val"], params,
                      TrainConfig(backbone="unused", batch_size=16, seed=1, early_stopping=False))
-    mirrored = fit_head(features["train"], features["val"], params,
+    mirrored = fit_head(TrainingRows.of_arrays(*features["train"]), features["val"], params,
                         TrainConfig(backbone="unused", batch_size=16, seed=1,
                                     early_stopping=False, distribution="mirrored"))
     np.testing.assert_allclose(mirrored.history["loss"], plain.history["loss"], rtol=1e-4)
@@ -153,17 +159,22 @@ def test_default_trains_on_each_view_and_predicts_on_their_mean(
     assert config.view_examples and config.views == ["full", "top", "bottom", *CORNERS]
     backbone_id = embed_dataset(str(dataset), config.embeddings_root, str(standin),
                                 views=config.views).backbone_id
-    splits, _ = head_inputs(str(dataset), backbone_id, config)
+    val = head_inputs(str(dataset), backbone_id, config, splits=("val",))["val"]
     per_view = {v: EmbeddingCache(config.embeddings_root, backbone_id, v) for v in config.views}
     for split in ("train", "val"):
         shas, y = split_labels(str(dataset), split)
         stacked = np.stack([per_view[v].read(shas) for v in config.views], axis=1)
         if split == "train":  # one example per poster and view, the poster's labels
-            np.testing.assert_array_equal(splits[split][0], stacked.reshape(-1, stacked.shape[-1]))
-            np.testing.assert_array_equal(splits[split][1], np.repeat(y, len(config.views), axis=0))
+            with training_inputs(str(dataset), backbone_id, config, chunk_posters=5) as rows:
+                chunks = list(rows.chunks())
+            assert len(chunks) > 1 and rows.rows == len(shas) * len(config.views)
+            np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]),
+                                          stacked.reshape(-1, stacked.shape[-1]))
+            np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]),
+                                          np.repeat(y, len(config.views), axis=0))
         else:  # the mean of the views, as the SavedModel computes
-            np.testing.assert_allclose(splits[split][0], stacked.mean(1), rtol=1e-6)
-            np.testing.assert_array_equal(splits[split][1], y)
+            np.testing.assert_allclose(val[0], stacked.mean(1), rtol=1e-6)
+            np.testing.assert_array_equal(val[1], y)
     seed = TrainConfig(recipe="tutorial")
     assert not seed.view_examples and seed.shuffle_buffer == 1024
     with pytest.raises(ValueError, match="view_examples .* needs combine 'mean'"):
@@ -175,7 +186,8 @@ def test_fine_tune_changes_only_the_top_blocks_and_the_head(
         dataset: Path, standin: Path, features: dict) -> None:
     config = TrainConfig(backbone=str(standin), batch_size=16, fine_tune_blocks=1, views=["full"],
                          fine_tune_learning_rate=1e-2, fine_tune_epochs=1, early_stopping=False)
-    head = fit_head(features["train"], features["val"], HeadParams(epochs=1, hidden=8), config)
+    head = fit_head(TrainingRows.of_arrays(*features["train"]), features["val"],
+                    HeadParams(epochs=1, hidden=8), config)
     head_before = [w.copy() for w in head.model.get_weights()]
     tuned = fine_tune(str(dataset), head, features["val"][1], config)
     layer = next(x for x in tuned.model.layers if isinstance(x, hub.KerasLayer))
@@ -239,3 +251,43 @@ def test_posters_without_genres_are_refused_as_training_examples() -> None:
     # A scoring catalog with no genre at all has no label columns.
     with pytest.raises(UnlabelledPostersError, match="2 of 2 val posters"):
         require_labels("d", "val", np.zeros((2, 0), np.float32))
+
+
+def test_streamed_training_rows_equal_the_split_in_memory_for_each_recipe(
+        dataset: Path, standin: Path, tmp_path: Path) -> None:
+    from tasks.head_inputs import (
+        flipped_inputs,
+        model_inputs,
+        stacked_chunks,
+        view_features,
+        write_stacked,
+    )
+
+    views = ["full", "top"]
+    root = str(tmp_path / "emb")
+    bid = embed_dataset(str(dataset), root, str(standin), views=[*views, "flip"]).backbone_id
+    shas, y = split_labels(str(dataset), "train")
+    stacked = view_features(root, bid, shas, views)
+    flip = view_features(root, bid, shas, ["flip"])[:, 0]
+    recipes = {
+        "concat": (dict(combine="concat", view_examples=False), model_inputs(stacked, "concat")),
+        "flip": (dict(flip_augment=True, view_examples=False),
+                 model_inputs(stacked, "mean"), flipped_inputs(stacked, flip, views, "mean")),
+    }
+    for name, (fields, *expected) in recipes.items():
+        config = TrainConfig(backbone="unused", embeddings_root=root, views=views, **fields)
+        with training_inputs(str(dataset), bid, config, chunk_posters=3) as rows:
+            chunks = list(rows.chunks())
+            again = list(rows.chunks())  # every epoch reads the same rows again
+        columns = [np.concatenate(c) for c in zip(*chunks, strict=True)]
+        for got, want in zip(columns, [*expected, y], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=name)
+        assert all(np.array_equal(a, b) for c, d in zip(chunks, again, strict=True)
+                   for a, b in zip(c, d, strict=True))
+        assert (rows.rows, rows.input_dim, rows.alternate) == (
+            len(shas), columns[0].shape[1], name == "flip")
+    # A poster listed twice (a dataset repeating posters) is written twice, in place.
+    twice = [shas[1], shas[0], shas[1]]
+    file = write_stacked(str(tmp_path / "twice.f32"), root, bid, twice, views)
+    (chunk,) = stacked_chunks(file, 10)
+    np.testing.assert_array_equal(chunk, view_features(root, bid, twice, views))
