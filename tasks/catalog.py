@@ -46,6 +46,7 @@ from tasks.catalog_csv import (
     read_bytes,
     require_catalog,
 )
+from tasks.data_docs import localize
 from tasks.expectations import DERIVED_FROM, poster_url_scheme
 
 logger = logging.getLogger(__name__)
@@ -406,6 +407,7 @@ def validate_catalog(
     with tempfile.TemporaryDirectory(prefix="posterflow-gx-") as tmp:
         outcome = validate_rows(frame, config.known_genres, os.path.join(tmp, "data_docs"),
                                 require_genre=config.unlabelled == "reject")
+        localize(os.path.join(tmp, "data_docs"))  # render offline: no CDN
         docs_index = _write_data_docs(os.path.join(tmp, "data_docs"), out)
     reason_columns = {
         e["reject_reason"]: DERIVED_FROM.get(e["column"], e["column"]) for e in outcome.expectations

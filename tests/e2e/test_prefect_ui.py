@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 from tests.flow_helpers import tiny_config_data
 from tests.prefect_server_helpers import (
     REPO,
@@ -31,10 +32,6 @@ from tests.prefect_server_helpers import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 RUN_S = 240
 
 
