@@ -373,10 +373,20 @@ def _write_data_docs(docs_src: str, out_dir: str) -> str:
     return fs.join(target, "index.html")
 
 
+def hashed_params(config: CatalogConfig) -> dict[str, Any]:
+    """The parameters a catalog's name hashes. `unlabelled` only when 'keep': at its default
+    it leaves the names (and so every dataset version and cache built on them) as they were
+    before the field existed."""
+    params = config.model_dump(mode="json")
+    if params["unlabelled"] == "reject":
+        del params["unlabelled"]
+    return params
+
+
 def catalog_dir(catalogs_root: str, csv_path: str, config: CatalogConfig) -> str:
     """`<catalogs_root>/<catalog-hash>`: named by the source bytes and the stage parameters."""
     require_catalog(csv_path)
-    key = store.catalog_hash(fs.sha256_file(csv_path), config.model_dump(mode="json"))
+    key = store.catalog_hash(fs.sha256_file(csv_path), hashed_params(config))
     return fs.join(catalogs_root, key)
 
 

@@ -407,3 +407,12 @@ def test_real_sample_with_a_nul_and_a_damaged_byte_loses_only_those_rows(
     rejects = load_rejects(tmp_path / "out").set_index("row_number")
     assert rejects.at[10, "reasons"] == ["control_character"]
     assert rejects.at[20, "reasons"] == ["undecodable_text"]
+
+
+def test_the_default_catalog_keeps_its_name_and_keep_gets_its_own(tmp_path: Path) -> None:
+    from tasks.catalog import catalog_dir, hashed_params
+
+    src = write_kitchen_sink(tmp_path / "MovieGenre.csv")
+    assert "unlabelled" not in hashed_params(CatalogConfig())  # names from before the field
+    kept = catalog_dir("c", str(src), CatalogConfig(unlabelled="keep"))
+    assert catalog_dir("c", str(src), CatalogConfig()) != kept
