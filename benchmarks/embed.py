@@ -10,7 +10,8 @@ MobileNetV2 of ../shared/backbones, CPU, `--views` views. Rows, each on a cold c
   `scale.task_runner: dask` (without the Prefect server's bookkeeping);
 - decoding alone (no backbone): each view decoding the poster again, as the passes do,
   against one decode cutting every view, to size what a one-pass multi-view embed saves.
-CPU seconds are this process's (bare, posterflow; the backbone runs on its threads).
+CPU seconds are this process's and its finished children's (`benchmarks.shards.timed`;
+the backbone runs on this process's threads).
 
     POSTERFLOW_SHARED=../shared .venv/bin/python benchmarks/embed.py
         [--work /tmp/pf-embed] [--movies 600] [--views full,top,bottom]
@@ -27,13 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.shards import timed  # noqa: E402
 from benchmarks.train import BACKBONE, prepare_dataset  # noqa: E402
-
-
-def timed(fn, *args, **kwargs) -> tuple[float, float]:  # (wall s, this process's CPU s)
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn(*args, **kwargs)
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bare(dataset: str, views: list[str]) -> None:
@@ -116,11 +112,12 @@ def main() -> None:
     caches = args.work / "caches"
     shutil.rmtree(caches, ignore_errors=True)
     bare(dataset, views[:1])  # warm-up: the backbone's first call builds its graph
-    rows = {"bare backbone": timed(bare, dataset, views),
-            "posterflow `embed_dataset`, 1 process": timed(
-                embed_dataset, dataset, str(caches / "one"), str(BACKBONE), views=views)}
+    rows = {"bare backbone": timed(lambda: bare(dataset, views)),
+            "posterflow `embed_dataset`, 1 process": timed(lambda: embed_dataset(
+                dataset, str(caches / "one"), str(BACKBONE), views=views))}
     cluster = {n: on_cluster(dataset, str(caches / f"dask{n}"), views, n) for n in (1, 2)}
-    decode = {once: timed(decode_only, dataset, views, once) for once in (False, True)}
+    decode = {once: timed(lambda once=once: decode_only(dataset, views, once))
+              for once in (False, True)}
 
     print(f"\n{posters} posters x {len(views)} views = {pairs} poster-views, batch 64, CPU\n")
     print("| pass | wall s | posters/s | CPU ms per poster-view | x bare (CPU) |\n"

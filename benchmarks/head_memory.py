@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.train import BACKBONE, prepare_dataset, replicate  # noqa: E402
+from benchmarks.train import BACKBONE, prepare_dataset, replicate, run_child  # noqa: E402
 
 
 def config_for(work: Path, epochs: int):  # -> TrainConfig (imported in the child)
@@ -70,35 +69,19 @@ def child(kind: str, dataset: str, work: Path, epochs: int) -> dict:
             "feature_mib": examples * 1280 * 4 / 2**20, "val_macro_f1": float(np.float64(score))}
 
 
-def run_child(kind: str, dataset: str, work: Path, epochs: int) -> tuple[dict, float]:
-    """This script as a child process; its result and its peak RSS in MiB."""
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", kind, dataset, "--work", str(work),
-         "--epochs", str(epochs)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"child {kind} {dataset} failed")
-    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):]), usage.ru_maxrss / 1024  # Linux: KiB
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/pf-score"))
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "DATASET"))
-    args = parser.parse_args()
-    if args.child:
+    if sys.argv[1:2] == ["child"]:  # `head_memory.py child KIND DATASET WORK EPOCHS`
         from flows.cli import quiet
 
         quiet.configure(False)
         quiet.start_tensorflow()  # TensorFlow's start-up lines held back, as the CLI does
-        result = child(args.child[0], args.child[1], args.work, args.epochs)
-        print("RESULT " + json.dumps(result), flush=True)
+        kind, dataset, work, epochs = sys.argv[2:]
+        print("RESULT " + json.dumps(child(kind, dataset, Path(work), int(epochs))), flush=True)
         return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/pf-score"))
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
 
     from tasks.embed import embed_dataset
 
@@ -112,7 +95,8 @@ def main() -> None:
     rows = {}
     for kind in ("in memory", "streamed"):
         for scale, path in (("1x", dataset), ("4x", dataset4x)):
-            rows[kind, scale] = run_child(kind, path, args.work, args.epochs)
+            rows[kind, scale] = run_child(kind, path, str(args.work), str(args.epochs),
+                                          script=__file__)
             print(f"{kind} {scale}: {rows[kind, scale][1]:.0f} MiB", flush=True)
     one, four = rows["streamed", "1x"][0], rows["streamed", "4x"][0]
     print(f"\ndefault recipe, {len(config.views)} views, {args.epochs} epochs; training "

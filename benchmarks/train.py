@@ -220,9 +220,10 @@ def child_select(dataset: str, emb_root: str, out: str) -> dict:
             "sweep": result.sweep}
 
 
-def run_child(*args: str) -> tuple[dict, float]:
-    """Run this script as a child; return its result and its peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, __file__, "child", *args],
+def run_child(*args: str, script: str = __file__) -> tuple[dict, float]:
+    """Run `script` (default this one) as `script child ARGS...`; return the result it
+    prints on its "RESULT {json}" line and its peak RSS in MiB."""
+    proc = subprocess.Popen([sys.executable, script, "child", *args],
                             stdout=subprocess.PIPE, text=True, env={**os.environ,
                             "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.stdout is not None

@@ -37,16 +37,16 @@ class UnlabelledPostersError(ValueError):
 class TrainingRows:
     """The training examples as chunks, read anew from the start each epoch.
 
-    `chunks()` yields (inputs [k, input_dim], labels [k, n_labels]), or with `alternate`
-    (inputs, alternate inputs, labels): in the same order every time, so a seeded shuffle
-    gives the same batches as the rows held in one array.
+    `chunks()` yields (inputs [k, input_dim], labels [k, n_labels]), or with
+    `has_alternate` (inputs, alternate inputs, labels): in the same order every time, so a
+    seeded shuffle gives the same batches as the rows held in one array.
     """
 
     chunks: Callable[[], Iterator[tuple[np.ndarray, ...]]]
     rows: int
     input_dim: int
     n_labels: int
-    alternate: bool = False
+    has_alternate: bool = False
 
     @classmethod
     def of_arrays(cls, x: np.ndarray, y: np.ndarray, alternate: np.ndarray | None = None
@@ -152,7 +152,8 @@ def training_inputs(dataset_dir: str, backbone: str, config: TrainConfig,
 
         width = input_width(stacked.dim, config, per_view=config.view_examples)
         rows = len(shas) * (len(config.views) if config.view_examples else 1)
-        yield TrainingRows(chunks, rows, width, int(y.shape[1]), alternate=flip is not None)
+        yield TrainingRows(chunks, rows, width, int(y.shape[1]),
+                           has_alternate=flip is not None)
 
 
 @dataclass(frozen=True)

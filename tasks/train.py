@@ -122,12 +122,12 @@ def features_dataset(train: TrainingRows, batch_size: int, shuffle_buffer: int, 
     inputs = tf.TensorSpec([None, train.input_dim], tf.float32)
     labels = tf.TensorSpec([None, train.n_labels], tf.float32)
     data = tf.data.Dataset.from_generator(
-        train.chunks, output_signature=(inputs, inputs, labels) if train.alternate
+        train.chunks, output_signature=(inputs, inputs, labels) if train.has_alternate
         else (inputs, labels)).unbatch()
     # A known length, as an array's dataset has: Keras then reshuffles each epoch the same way.
     data = data.apply(tf.data.experimental.assert_cardinality(train.rows))
     data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if train.alternate:
+    if train.has_alternate:
         data = data.map(lambda a, b, labels: (
             tf.where(tf.random.uniform([]) < 0.5, b, a), labels))
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)

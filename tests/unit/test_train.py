@@ -284,7 +284,7 @@ def test_streamed_training_rows_equal_the_split_in_memory_for_each_recipe(
             np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=name)
         assert all(np.array_equal(a, b) for c, d in zip(chunks, again, strict=True)
                    for a, b in zip(c, d, strict=True))
-        assert (rows.rows, rows.input_dim, rows.alternate) == (
+        assert (rows.rows, rows.input_dim, rows.has_alternate) == (
             len(shas), columns[0].shape[1], name == "flip")
     # A poster listed twice (a dataset repeating posters) is written twice, in place.
     twice = [shas[1], shas[0], shas[1]]
